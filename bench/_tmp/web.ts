@@ -1,0 +1,12 @@
+import { grpcWebClient, connectJsonClient } from "../lib/clients.ts";
+import { runLoad, formatTable } from "../lib/load.ts";
+import { startProcess } from "../lib/procs.ts";
+const echo = await startProcess("bench/servers/echo.ts", {});
+const fwd = await startProcess("bench/servers/naive-forwarder.ts", { ECHO_URL: `http://127.0.0.1:${echo.port}` });
+const w = grpcWebClient(`http://127.0.0.1:${fwd.port}`);
+const j = connectJsonClient(`http://127.0.0.1:${fwd.port}`);
+const r = [];
+for (const [n, c] of [["json", j], ["web", w], ["json", j], ["web", w]] as const) r.push(await runLoad({ name: n, concurrency: 32, durationMs: 3000, warmupMs: 500, maxRequests: 100000, call: c }));
+console.log(formatTable(r));
+w.close(); j.close();
+await fwd.stop(); await echo.stop();

@@ -1,0 +1,44 @@
+import { envReader } from "@protomesh/platform";
+
+/** The gateway's configuration. */
+export interface GatewayConfig {
+  host: string;
+  port: number;
+  /** grpc target of each upstream service, by service name (auth, user, notify…). */
+  upstreams: Record<string, string>;
+  corsOrigins: string[];
+  maxRequestBytes: number;
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+  tokenIssuer: string;
+  tokenAudience: string;
+  logLevel: string;
+  accessLog: boolean;
+  shutdownTimeoutMs: number;
+}
+
+/** Reads and validates the gateway's environment; `services` are the upstreams it routes to. */
+export function readGatewayConfig(
+  services: readonly { name: string; defaultPort: number }[],
+  source: Record<string, string | undefined> = process.env,
+): GatewayConfig {
+  const env = envReader(source);
+  const config: GatewayConfig = {
+    host: env.string("HOST", "0.0.0.0"),
+    port: env.int("PORT", 8080, 0, 65535),
+    upstreams: Object.fromEntries(
+      services.map((s) => [s.name, env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.defaultPort}`)]),
+    ),
+    corsOrigins: env.list("CORS_ORIGINS"),
+    maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    defaultTimeoutMs: env.int("DEFAULT_TIMEOUT_MS", 10_000, 100, 600_000),
+    maxTimeoutMs: env.int("MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
+    tokenIssuer: env.string("TOKEN_ISSUER", "protomesh"),
+    tokenAudience: env.string("TOKEN_AUDIENCE", "protomesh"),
+    logLevel: env.oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
+    accessLog: env.oneOf("ACCESS_LOG", ["on", "off"], "on") === "on",
+    shutdownTimeoutMs: env.int("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+  };
+  env.done();
+  return config;
+}

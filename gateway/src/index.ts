@@ -1,0 +1,3 @@
+export { type RunningGateway, startGateway } from "./app.ts";
+export { type GatewayConfig, readGatewayConfig } from "./config.ts";
+export { upstreamServices } from "./upstreams.ts";

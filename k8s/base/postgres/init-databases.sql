@@ -1,0 +1,4 @@
+-- One database per service (each owns its schema and migrations). Run on first start only.
+CREATE DATABASE protomesh_auth;
+CREATE DATABASE protomesh_user;
+CREATE DATABASE protomesh_notify;

@@ -1,0 +1,4 @@
+export { type Nats, type StartNatsOptions, startNats } from "./nats.ts";
+export { freePort } from "./ports.ts";
+export { type Postgres, type StartPostgresOptions, startPostgres } from "./postgres.ts";
+export { type ReceivedMail, type Smtp, startSmtp } from "./smtp.ts";

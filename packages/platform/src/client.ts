@@ -1,0 +1,146 @@
+import { randomUUID } from "node:crypto";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  type DescService,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { inboundCall } from "./context.ts";
+import { Code, ConnectError } from "./errors.ts";
+import { MESH_TOKEN_HEADER, REQUEST_ID_HEADER } from "./server.ts";
+
+/** Per-call options; deadline and cancellation of the inbound call apply on top of these. */
+export interface CallOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Call on behalf of this user; defaults to the token of the call being served, if any. */
+  accessToken?: string;
+  /** Extra metadata, e.g. the request id and client address a gateway forwards. */
+  headers?: Record<string, string>;
+}
+
+/** A typed client of a generated service over grpc-js. */
+export type ServiceClient<S extends DescService> = {
+  [K in keyof S["method"]]: S["method"][K] extends DescMethodUnary<infer I, infer O>
+    ? (request: MessageInitShape<I>, options?: CallOptions) => Promise<MessageShape<O>>
+    : S["method"][K] extends DescMethodServerStreaming<infer I, infer O>
+      ? (request: MessageInitShape<I>, options?: CallOptions) => AsyncIterable<MessageShape<O>>
+      : never;
+};
+
+export interface ClientOptions {
+  /** Mesh credentials: required to call INTERNAL methods. */
+  mesh?: { token(): Promise<string> };
+  defaultTimeoutMs?: number;
+}
+
+/** Maps a grpc-js error to the ConnectError that handlers and tests reason about. */
+export function fromGrpcError(err: grpc.ServiceError): ConnectError {
+  return new ConnectError(err.details || err.message, err.code as number as Code);
+}
+
+/**
+ * Channel settings for every client: round-robin over all addresses a name resolves to, so
+ * `dns:///user:50052` against a headless Service balances across its pods.
+ */
+export const channelOptions: grpc.ChannelOptions = {
+  "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+};
+
+/**
+ * Creates a typed grpc-js client. Calls made while serving another call inherit its deadline,
+ * cancellation, request id and access token (grpc-js `parent` propagation).
+ */
+export function createServiceClient<S extends DescService>(
+  service: S,
+  target: string,
+  options: ClientOptions = {},
+): ServiceClient<S> & { close(): void; waitForReady(timeoutMs: number): Promise<boolean> } {
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions);
+  const defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
+
+  const prepare = async (opts: CallOptions | undefined) => {
+    const md = new grpc.Metadata();
+    const inbound = inboundCall.getStore();
+    if (options.mesh) md.set(MESH_TOKEN_HEADER, await options.mesh.token());
+    const token = opts?.accessToken ?? inbound?.ctx.accessToken;
+    if (token) md.set("authorization", `Bearer ${token}`);
+    md.set(REQUEST_ID_HEADER, inbound?.ctx.requestId ?? randomUUID());
+    if (inbound) md.set("x-forwarded-for", inbound.ctx.clientIp);
+    for (const [k, v] of Object.entries(opts?.headers ?? {})) md.set(k, v);
+    const callOptions: grpc.CallOptions = { deadline: Date.now() + (opts?.timeoutMs ?? defaultTimeoutMs) };
+    if (inbound) {
+      callOptions.parent = inbound.call;
+      callOptions.propagate_flags = grpc.propagate.DEADLINE | grpc.propagate.CANCELLATION;
+    }
+    return { md, callOptions };
+  };
+
+  const methods: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    const serialize = (m: MessageShape<DescMessage>) => Buffer.from(toBinary(method.input, m));
+    const deserialize = (b: Buffer) => fromBinary(method.output, b);
+    if (method.methodKind === "unary") {
+      methods[method.localName] = async (request: MessageInitShape<DescMessage>, opts?: CallOptions) => {
+        const { md, callOptions } = await prepare(opts);
+        opts?.signal?.throwIfAborted();
+        return new Promise((resolve, reject) => {
+          const call = client.makeUnaryRequest(
+            path,
+            serialize,
+            deserialize,
+            create(method.input, request),
+            md,
+            callOptions,
+            (err, res) => (err ? reject(fromGrpcError(err)) : resolve(res)),
+          );
+          opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+        });
+      };
+    } else if (method.methodKind === "server_streaming") {
+      methods[method.localName] = (request: MessageInitShape<DescMessage>, opts?: CallOptions) =>
+        streamCall(client, path, method, serialize, deserialize, request, prepare, opts);
+    }
+  }
+  return Object.assign(methods as ServiceClient<S>, {
+    close: () => client.close(),
+    /** Resolves true once the channel is connected, false if it is not within the timeout. */
+    waitForReady: (timeoutMs: number) =>
+      new Promise<boolean>((resolve) => client.waitForReady(Date.now() + timeoutMs, (err) => resolve(!err))),
+  });
+}
+
+async function* streamCall(
+  client: grpc.Client,
+  path: string,
+  method: DescMethod,
+  serialize: (m: MessageShape<DescMessage>) => Buffer,
+  deserialize: (b: Buffer) => MessageShape<DescMessage>,
+  request: MessageInitShape<DescMessage>,
+  prepare: (o: CallOptions | undefined) => Promise<{ md: grpc.Metadata; callOptions: grpc.CallOptions }>,
+  opts: CallOptions | undefined,
+): AsyncGenerator<MessageShape<DescMessage>> {
+  const { md, callOptions } = await prepare(opts);
+  const stream = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), md, callOptions);
+  const cancel = () => stream.cancel();
+  opts?.signal?.addEventListener("abort", cancel, { once: true });
+  try {
+    for await (const message of stream) yield message as MessageShape<DescMessage>;
+  } catch (err) {
+    throw "code" in (err as object) ? fromGrpcError(err as grpc.ServiceError) : err;
+  } finally {
+    opts?.signal?.removeEventListener("abort", cancel);
+    stream.cancel();
+  }
+}

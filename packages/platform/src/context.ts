@@ -1,0 +1,36 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import type { UserIdentity } from "./caller.ts";
+import { Code, ConnectError } from "./errors.ts";
+import type { Logger } from "./logger.ts";
+
+/** What a handler knows about the call it serves; free of transport details. */
+export interface CallContext {
+  requestId: string;
+  /** The signed-in user, if the call carried a valid access token. */
+  user: UserIdentity | undefined;
+  /** The calling service, if the call came from inside the mesh. */
+  service: string | undefined;
+  /** The end user's address as the gateway saw it, else the peer's. */
+  clientIp: string;
+  /** The access token as received, so calls made on the user's behalf can forward it. */
+  accessToken: string | undefined;
+  deadline: Date | undefined;
+  /** Aborted when the caller cancels or the deadline passes. */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+/** The signed-in user, or UNAUTHENTICATED for a call that has none (e.g. from a service). */
+export function requireUser(ctx: CallContext): UserIdentity {
+  if (!ctx.user) throw new ConnectError("this method needs a signed-in user", Code.Unauthenticated);
+  return ctx.user;
+}
+
+/** The inbound call being served, so outbound calls inherit its deadline and cancellation. */
+export interface InboundCall {
+  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+  ctx: CallContext;
+}
+
+export const inboundCall = new AsyncLocalStorage<InboundCall>();

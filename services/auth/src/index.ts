@@ -1,0 +1,2 @@
+export { authService } from "./app.ts";
+export { type AuthConfig, readAuthConfig } from "./config.ts";

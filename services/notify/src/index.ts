@@ -1,0 +1,1 @@
+export { type NotifyConfig, notifyService, readNotifyConfig } from "./app.ts";

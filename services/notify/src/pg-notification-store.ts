@@ -1,0 +1,61 @@
+import { randomUUID } from "node:crypto";
+import type { Pool, Tx } from "@protomesh/platform";
+
+/** A sent notification, as the inbox shows it. */
+export interface NotificationRecord {
+  id: string;
+  channel: "email" | "sms";
+  kind: string;
+  subject: string;
+  createdAt: Date;
+}
+
+/** Where a page of the inbox starts: the last row of the previous page. */
+export interface InboxCursor {
+  createdAt: Date;
+  id: string;
+}
+
+/** The inbox in PostgreSQL. */
+export function createPgNotificationStore(pool: Pool) {
+  return {
+    /** Records a notification inside the consumer's transaction. */
+    async add(
+      tx: Tx,
+      n: { userId: string; channel: "email" | "sms"; kind: string; subject: string; eventId: string },
+    ): Promise<string> {
+      const id = randomUUID();
+      await tx.query(
+        "INSERT INTO notifications (id, user_id, channel, kind, subject, event_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        [id, n.userId, n.channel, n.kind, n.subject, n.eventId],
+      );
+      return id;
+    },
+
+    /** Newest first; fetches one extra row to know whether another page follows. */
+    async list(userId: string, limit: number, after?: InboxCursor): Promise<{ items: NotificationRecord[]; more: boolean }> {
+      const { rows } = await pool.query<{
+        id: string;
+        channel: "email" | "sms";
+        kind: string;
+        subject: string;
+        created_at: Date;
+      }>(
+        `SELECT id, channel, kind, subject, created_at FROM notifications
+         WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+         ORDER BY created_at DESC, id DESC LIMIT $4`,
+        [userId, after?.createdAt ?? null, after?.id ?? null, limit + 1],
+      );
+      const items = rows.slice(0, limit).map((r) => ({
+        id: r.id,
+        channel: r.channel,
+        kind: r.kind,
+        subject: r.subject,
+        createdAt: r.created_at,
+      }));
+      return { items, more: rows.length > limit };
+    },
+  };
+}
+
+export type NotificationStore = ReturnType<typeof createPgNotificationStore>;

@@ -1,0 +1,1 @@
+export { readUserConfig, userService } from "./app.ts";
