@@ -1,5 +1,5 @@
-import * as grpc from "@grpc/grpc-js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
 import {
   channelOptions,
   createAccessTokenVerifier,
@@ -45,7 +45,10 @@ function cached<T>(fetch: () => Promise<T>, ttlMs: number) {
 }
 
 /** Starts the gateway on config.port (0 picks a free port). */
-export async function startGateway(config: GatewayConfig, log: Logger = createLogger("gateway", config.logLevel)) {
+export async function startGateway(
+  config: GatewayConfig,
+  log: Logger = createLogger("gateway", config.logLevel),
+) {
   const authAddr = config.upstreams.auth;
   if (!authAddr) throw new Error("the gateway needs the auth upstream");
   const jwksSource = jwksFromAuth(authAddr);
@@ -101,13 +104,18 @@ export async function startGateway(config: GatewayConfig, log: Logger = createLo
         );
       }
       if (path === "/metrics") {
-        return void metrics.metrics().then((body) => res.writeHead(200, { "content-type": metrics.contentType }).end(body));
+        return void metrics
+          .metrics()
+          .then((body) => res.writeHead(200, { "content-type": metrics.contentType }).end(body));
       }
       if (path === "/.well-known/jwks.json") {
         return void jwks().then(
           (set) =>
             res
-              .writeHead(200, { "content-type": "application/jwk-set+json", "cache-control": "public, max-age=60" })
+              .writeHead(200, {
+                "content-type": "application/jwk-set+json",
+                "cache-control": "public, max-age=60",
+              })
               .end(JSON.stringify(set)),
           () => res.writeHead(503).end(),
         );

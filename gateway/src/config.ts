@@ -27,7 +27,10 @@ export function readGatewayConfig(
     host: env.string("HOST", "0.0.0.0"),
     port: env.int("PORT", 8080, 0, 65535),
     upstreams: Object.fromEntries(
-      services.map((s) => [s.name, env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.defaultPort}`)]),
+      services.map((s) => [
+        s.name,
+        env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.defaultPort}`),
+      ]),
     ),
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),

@@ -30,7 +30,10 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
     return true;
   }
   res.setHeader("access-control-allow-methods", cors.allowedMethods.join(", "));
-  res.setHeader("access-control-allow-headers", [...cors.allowedHeaders, "authorization", "x-request-id"].join(", "));
+  res.setHeader(
+    "access-control-allow-headers",
+    [...cors.allowedHeaders, "authorization", "x-request-id"].join(", "),
+  );
   res.setHeader("access-control-max-age", "7200");
   res.writeHead(204).end();
   return true;

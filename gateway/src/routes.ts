@@ -1,9 +1,15 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { Code, type ConnectRouter, ConnectError, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import {
-  ADMIN_ROLE,
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type HandlerContext,
+  type Interceptor,
+} from "@connectrpc/connect";
+import {
   Access,
   type AccessTokenVerifier,
+  ADMIN_ROLE,
   accessOf,
   type CallOptions,
   type Logger,
@@ -59,7 +65,12 @@ export function observeInterceptor(log: Logger, accessLog: boolean): Interceptor
       requestSeconds.observe({ procedure, code }, seconds);
       if (accessLog) {
         log.info(
-          { procedure, code, ms: Math.round(seconds * 10_000) / 10, requestId: req.header.get("x-request-id") },
+          {
+            procedure,
+            code,
+            ms: Math.round(seconds * 10_000) / 10,
+            requestId: req.header.get("x-request-id"),
+          },
           "request",
         );
       }

@@ -17,7 +17,7 @@ rand_hex() {
   openssl rand -hex "$1" 2>/dev/null ||
     node -e "process.stdout.write(require('node:crypto').randomBytes($1).toString('hex'))"
 }
-mesh_secret=$(rand_base64 48)
+mesh_secret=$(rand_base64 36) # 48 characters
 key=$(rand_base64 32)
 password=$(rand_hex 24)
 umask 077

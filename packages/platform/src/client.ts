@@ -13,7 +13,7 @@ import {
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { inboundCall } from "./context.ts";
-import { Code, ConnectError } from "./errors.ts";
+import { type Code, ConnectError } from "./errors.ts";
 import { MESH_TOKEN_HEADER, REQUEST_ID_HEADER } from "./server.ts";
 
 /** Per-call options; deadline and cancellation of the inbound call apply on top of these. */
@@ -132,7 +132,14 @@ async function* streamCall(
   opts: CallOptions | undefined,
 ): AsyncGenerator<MessageShape<DescMessage>> {
   const { md, callOptions } = await prepare(opts);
-  const stream = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), md, callOptions);
+  const stream = client.makeServerStreamRequest(
+    path,
+    serialize,
+    deserialize,
+    create(method.input, request),
+    md,
+    callOptions,
+  );
   const cancel = () => stream.cancel();
   opts?.signal?.addEventListener("abort", cancel, { once: true });
   try {

@@ -54,7 +54,12 @@ export function envReader(source: Source = process.env) {
     },
     list(name: string, fallback: string[] = []): string[] {
       const v = raw(name);
-      return v === undefined ? fallback : v.split(",").map((s) => s.trim()).filter(Boolean);
+      return v === undefined
+        ? fallback
+        : v
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean);
     },
     oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
       const v = raw(name) ?? fallback;

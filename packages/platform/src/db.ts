@@ -53,7 +53,9 @@ export async function migrate(pool: Pool, dirs: string[], log: Logger): Promise<
     await client.query(
       "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
     );
-    const done = new Set((await client.query<{ name: string }>("SELECT name FROM schema_migrations")).rows.map((r) => r.name));
+    const done = new Set(
+      (await client.query<{ name: string }>("SELECT name FROM schema_migrations")).rows.map((r) => r.name),
+    );
     for (const dir of dirs) {
       const files = (await readdir(dir)).filter((f) => f.endsWith(".sql")).sort();
       for (const file of files) {

@@ -1,15 +1,22 @@
+import { randomUUID } from "node:crypto";
 import {
+  create,
   type DescMessage,
   fromBinary,
   getOption,
   type MessageInitShape,
   type MessageShape,
-  create,
   toBinary,
 } from "@bufbuild/protobuf";
 import { event_subject } from "@protomesh/contracts/options/v1/options_pb";
-import { randomUUID } from "node:crypto";
-import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, AckPolicy, DeliverPolicy, type JsMsg } from "nats";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  headers as natsHeaders,
+} from "nats";
 import { type Pool, type Tx, withTransaction } from "./db.ts";
 import type { Logger } from "./logger.ts";
 import { DEAD_LETTER_STREAM, ensureStream, streamOf } from "./nats.ts";
@@ -27,7 +34,11 @@ export function subjectOf(schema: DescMessage): string {
  * Writes an event to the outbox inside the caller's transaction, so it is published if and
  * only if the state change commits. Returns the event id.
  */
-export async function addEvent<D extends DescMessage>(tx: Tx, schema: D, init: MessageInitShape<D>): Promise<string> {
+export async function addEvent<D extends DescMessage>(
+  tx: Tx,
+  schema: D,
+  init: MessageInitShape<D>,
+): Promise<string> {
   const id = randomUUID();
   await tx.query("INSERT INTO outbox (id, subject, type, payload) VALUES ($1, $2, $3, $4)", [
     id,
@@ -52,7 +63,13 @@ interface OutboxRow {
  * A row published but not yet deleted (crash) is published again and dropped by JetStream's
  * duplicate window.
  */
-export function createOutboxRelay(opts: { pool: Pool; js: JetStreamClient; log: Logger; pollMs?: number; batch?: number }) {
+export function createOutboxRelay(opts: {
+  pool: Pool;
+  js: JetStreamClient;
+  log: Logger;
+  pollMs?: number;
+  batch?: number;
+}) {
   const { pool, js, log } = opts;
   const pollMs = opts.pollMs ?? 1_000;
   const batch = opts.batch ?? 200;
@@ -84,7 +101,10 @@ export function createOutboxRelay(opts: { pool: Pool; js: JetStreamClient; log: 
         await tx.query("UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1)", [
           rows.map((r) => r.id).filter((id) => !published.includes(id)),
         ]);
-        log.warn({ err: failed.reason, pending: rows.length - published.length }, "outbox publish failed; will retry");
+        log.warn(
+          { err: failed.reason, pending: rows.length - published.length },
+          "outbox publish failed; will retry",
+        );
         return -1;
       }
       return rows.length;
@@ -180,7 +200,13 @@ export function consumer<D extends DescMessage>(spec: ConsumerSpec<D>): Consumer
  */
 export async function startConsumer(
   spec: ConsumerSpec,
-  deps: { js: JetStreamClient; jsm: JetStreamManager; pool: Pool; log: Logger; beforeAck?: (eventId: string) => Promise<void> },
+  deps: {
+    js: JetStreamClient;
+    jsm: JetStreamManager;
+    pool: Pool;
+    log: Logger;
+    beforeAck?: (eventId: string) => Promise<void>;
+  },
 ) {
   const { js, jsm, pool } = deps;
   const log = deps.log.child({ consumer: spec.durable });
@@ -201,7 +227,10 @@ export async function startConsumer(
   };
   try {
     await jsm.consumers.info(stream, spec.durable);
-    await jsm.consumers.update(stream, spec.durable, { ack_wait: config.ack_wait, max_deliver: config.max_deliver });
+    await jsm.consumers.update(stream, spec.durable, {
+      ack_wait: config.ack_wait,
+      max_deliver: config.max_deliver,
+    });
   } catch {
     await jsm.consumers.add(stream, config);
   }

@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import { collectDefaultMetrics, Counter, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
 
 /** One registry per process: default Node metrics (event-loop lag included) plus ours. */
 export const metrics = new Registry();
@@ -21,7 +21,10 @@ export const rpcSeconds = new Histogram({
 });
 
 /** Serves GET /metrics in the Prometheus text format; resolves with the bound port. */
-export async function startMetricsServer(host: string, port: number): Promise<{ port: number; server: Server }> {
+export async function startMetricsServer(
+  host: string,
+  port: number,
+): Promise<{ port: number; server: Server }> {
   const server = createServer((req, res) => {
     if (req.url !== "/metrics") {
       res.writeHead(404).end();

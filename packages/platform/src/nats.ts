@@ -3,7 +3,13 @@ import type { Logger } from "./logger.ts";
 
 /** A NATS connection that reconnects forever and knows whether it is connected right now. */
 export async function connectNats(url: string, name: string, log: Logger) {
-  const nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, waitOnFirstConnect: true });
+  const nc = await connect({
+    servers: url,
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    waitOnFirstConnect: true,
+  });
   let connected = true;
   void (async () => {
     for await (const s of nc.status()) {
@@ -31,7 +37,12 @@ export const DEAD_LETTER_STREAM = "DLQ";
 const DAY_NS = 24 * 3600 * 1e9;
 
 /** Creates the stream if missing (idempotent across replicas and restarts). */
-export async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], maxAgeDays = 30): Promise<void> {
+export async function ensureStream(
+  jsm: JetStreamManager,
+  name: string,
+  subjects: string[],
+  maxAgeDays = 30,
+): Promise<void> {
   try {
     await jsm.streams.info(name);
   } catch {

@@ -13,7 +13,10 @@ export function descriptorSet(services: DescService[]): Uint8Array {
     files.set(file.name, file);
   };
   for (const s of services) visit(s.file);
-  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) }));
+  return toBinary(
+    FileDescriptorSetSchema,
+    create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) }),
+  );
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { ADMIN_ROLE, Access, accessOf } from "./access.ts";
+import { Access, ADMIN_ROLE, accessOf } from "./access.ts";
 import type { AccessTokenVerifier, UserIdentity } from "./caller.ts";
 import { type CallContext, inboundCall } from "./context.ts";
 import { Code, ConnectError, toPublicError } from "./errors.ts";
@@ -98,13 +98,19 @@ async function authorize(
 }
 
 function toGrpcError(err: ConnectError): Partial<grpc.StatusObject> & Error {
-  return Object.assign(new Error(err.rawMessage), { code: err.code as number as grpc.status, details: err.rawMessage });
+  return Object.assign(new Error(err.rawMessage), {
+    code: err.code as number as grpc.status,
+    details: err.rawMessage,
+  });
 }
 
 function clientIp(call: { metadata: grpc.Metadata; getPeer(): string }): string {
   const forwarded = first(call.metadata, "x-forwarded-for");
   if (forwarded) return forwarded.split(",")[0]?.trim() ?? forwarded;
-  return call.getPeer().replace(/^ipv[46]:/, "").replace(/:\d+$/, "");
+  return call
+    .getPeer()
+    .replace(/^ipv[46]:/, "")
+    .replace(/:\d+$/, "");
 }
 
 /**
@@ -113,11 +119,15 @@ function clientIp(call: { metadata: grpc.Metadata; getPeer(): string }): string 
  * the handler awaited, and whatever it throws mapped to a safe status.
  */
 function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger) {
-  const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
+  const definition: Record<
+    string,
+    grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>
+  > = {};
   const implementation: grpc.UntypedServiceImplementation = {};
   for (const method of binding.service.methods) {
     const impl = binding.handlers[method.localName];
-    if (typeof impl !== "function") throw new Error(`${binding.service.typeName}.${method.name} has no handler`);
+    if (typeof impl !== "function")
+      throw new Error(`${binding.service.typeName}.${method.name} has no handler`);
     const streaming = method.methodKind === "server_streaming";
     if (method.methodKind !== "unary" && !streaming) {
       throw new Error(`${method.methodKind} methods are not supported (${method.name})`);
@@ -145,8 +155,13 @@ function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger) {
             (err: ConnectError) => call.destroy(toGrpcError(err)),
           );
         }
-      : (call: grpc.ServerUnaryCall<MessageShape<DescMessage>, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          run(call, async (ctx) => create(method.output, await (impl as UnaryImpl<DescMessage, DescMessage>)(call.request, ctx))).then(
+      : (
+          call: grpc.ServerUnaryCall<MessageShape<DescMessage>, unknown>,
+          callback: grpc.sendUnaryData<unknown>,
+        ) => {
+          run(call, async (ctx) =>
+            create(method.output, await (impl as UnaryImpl<DescMessage, DescMessage>)(call.request, ctx)),
+          ).then(
             (res) => callback(null, res),
             (err: ConnectError) => callback(toGrpcError(err)),
           );
@@ -162,10 +177,7 @@ type AnyCall =
 function createCallRunner(service: DescService, method: DescMethod, auth: CallerAuth, log: Logger) {
   const level = accessOf(method);
   const labels = { service: service.typeName, method: method.name };
-  return async <T>(
-    call: AnyCall,
-    body: (ctx: CallContext) => Promise<T>,
-  ): Promise<T> => {
+  return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
     const started = performance.now();
     const offered = first(call.metadata, REQUEST_ID_HEADER);
     const requestId = offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
@@ -182,7 +194,8 @@ function createCallRunner(service: DescService, method: DescMethod, auth: Caller
         requestId,
         ...who,
         clientIp: clientIp(call),
-        deadline: deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
+        deadline:
+          deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
         signal: controller.signal,
         log: callLog,
       };
@@ -202,7 +215,12 @@ function createCallRunner(service: DescService, method: DescMethod, auth: Caller
 }
 
 /** Adds services to a grpc-js server with the platform's checks around every handler. */
-export function addServices(server: grpc.Server, bindings: ServiceBinding[], auth: CallerAuth, log: Logger): void {
+export function addServices(
+  server: grpc.Server,
+  bindings: ServiceBinding[],
+  auth: CallerAuth,
+  log: Logger,
+): void {
   for (const binding of bindings) {
     const { definition, implementation } = toGrpcService(binding, auth, log);
     server.addService(definition as grpc.ServiceDefinition, implementation);

@@ -3,7 +3,12 @@ import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import type { JSONWebKeySet } from "jose";
 import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
-import { type AccessTokenVerifier, createAccessTokenVerifier, createMeshCredentials, createMeshVerifier } from "./caller.ts";
+import {
+  type AccessTokenVerifier,
+  createAccessTokenVerifier,
+  createMeshCredentials,
+  createMeshVerifier,
+} from "./caller.ts";
 import { createServiceClient } from "./client.ts";
 import type { BaseConfig } from "./config.ts";
 import { createPool, migrate, type Pool, pingDatabase, platformMigrations } from "./db.ts";
@@ -87,7 +92,10 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
   const pool = createPool(config.databaseUrl, log);
   const cleanups: Array<() => Promise<unknown> | unknown> = [() => pool.end()];
   const cleanup = async () => {
-    for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => {});
+    for (const fn of cleanups.reverse())
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => {});
   };
   try {
     await migrate(pool, [platformMigrations, def.migrations], log);
@@ -115,7 +123,12 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
 
     const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
     cleanups.push(() => server.forceShutdown());
-    addServices(server, parts.services, { accessTokens, meshToken: createMeshVerifier(config.meshSecret) }, log);
+    addServices(
+      server,
+      parts.services,
+      { accessTokens, meshToken: createMeshVerifier(config.meshSecret) },
+      log,
+    );
     const health = createHealth(
       parts.services.map((s) => s.service.typeName),
       [

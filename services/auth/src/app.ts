@@ -1,6 +1,6 @@
 import { join } from "node:path";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { bindService, createServiceClient, type ServiceDefinition } from "@protomesh/platform";
 import { createAuthHandlers } from "./auth-service.ts";

@@ -1,5 +1,5 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import type { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   type AccessTokenVerifier,
@@ -57,9 +57,14 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
       } catch (err) {
         // A definite refusal frees the email; anything else may have created the profile, so
         // the pending row stays for a retry or the sweeper to settle.
-        if (err instanceof ConnectError && (err.code === Code.AlreadyExists || err.code === Code.InvalidArgument)) {
+        if (
+          err instanceof ConnectError &&
+          (err.code === Code.AlreadyExists || err.code === Code.InvalidArgument)
+        ) {
           await store.deletePending(userId);
-          throw err.code === Code.AlreadyExists ? fail(Code.AlreadyExists, "an account with this email already exists") : err;
+          throw err.code === Code.AlreadyExists
+            ? fail(Code.AlreadyExists, "an account with this email already exists")
+            : err;
         }
         ctx.log.warn({ err, userId }, "creating the profile failed; sign-up left pending");
         throw fail(Code.Unavailable, "sign-up could not be completed right now; try again");
@@ -75,7 +80,10 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
       if (!account || !ok) throw fail(Code.Unauthenticated, BAD_CREDENTIALS);
       const session = await store.createSession(account.userId, ctx.clientIp);
       return {
-        tokens: await issueTokens({ userId: account.userId, sessionId: session.sessionId, roles: account.roles }, session),
+        tokens: await issueTokens(
+          { userId: account.userId, sessionId: session.sessionId, roles: account.roles },
+          session,
+        ),
       };
     },
 

@@ -31,7 +31,8 @@ export function readAuthConfig(source: Record<string, string | undefined> = proc
     bcryptThreads: env.int("BCRYPT_THREADS", 1, 1, 16),
     pendingSignupTimeoutS: env.int("PENDING_SIGNUP_TIMEOUT_S", 120, 1, 86400),
   };
-  if (keyText && key.length !== 32) env.problem("AUTH_KEY_ENCRYPTION_KEY must be the base64 of exactly 32 bytes");
+  if (keyText && key.length !== 32)
+    env.problem("AUTH_KEY_ENCRYPTION_KEY must be the base64 of exactly 32 bytes");
   env.done();
   return config;
 }

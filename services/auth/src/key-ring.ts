@@ -2,11 +2,11 @@ import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from "node:
 import {
   ACCESS_TOKEN_ALG,
   ACCESS_TOKEN_TYPE,
-  createAccessTokenVerifier,
   type AccessTokenVerifier,
+  createAccessTokenVerifier,
   type Logger,
 } from "@protomesh/platform";
-import { exportJWK, generateKeyPair, importJWK, type JWK, type JSONWebKeySet, SignJWT } from "jose";
+import { exportJWK, generateKeyPair, importJWK, type JSONWebKeySet, type JWK, SignJWT } from "jose";
 import type { AuthStore, StoredKey } from "./pg-auth-store.ts";
 
 /** Encrypts with AES-256-GCM; the output is iv (12) | tag (16) | ciphertext. */
@@ -48,7 +48,10 @@ export function createKeyRing(opts: {
     let keys = await opts.store.listKeys(2);
     const newest = keys[0];
     if (!newest || Date.now() - newest.createdAt.getTime() > opts.rotationS * 1000) {
-      const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, { crv: "Ed25519", extractable: true });
+      const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, {
+        crv: "Ed25519",
+        extractable: true,
+      });
       const kid = randomUUID();
       const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ACCESS_TOKEN_ALG, use: "sig" };
       const privateJwk = await exportJWK(privateKey);
@@ -61,7 +64,11 @@ export function createKeyRing(opts: {
     if (!signing) throw new Error("no signing key");
     if (current?.kid !== signing.kid) {
       const jwk = JSON.parse(open(opts.encryptionKey, signing.privateJwkEnc)) as JWK;
-      current = { kid: signing.kid, privateKey: await importJWK(jwk, ACCESS_TOKEN_ALG), createdAt: signing.createdAt };
+      current = {
+        kid: signing.kid,
+        privateKey: await importJWK(jwk, ACCESS_TOKEN_ALG),
+        createdAt: signing.createdAt,
+      };
     }
     published = keys;
     loadedAt = Date.now();

@@ -16,7 +16,10 @@ export function createPasswordHasher(opts: { cost: number; threads: number; maxQ
       return (await pool.run(task)) as T;
     } catch (err) {
       if ((err as Error).message?.includes("queue is at limit")) {
-        throw new ConnectError("too many sign-in attempts right now; try again shortly", Code.ResourceExhausted);
+        throw new ConnectError(
+          "too many sign-in attempts right now; try again shortly",
+          Code.ResourceExhausted,
+        );
       }
       throw err;
     }

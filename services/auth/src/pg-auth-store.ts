@@ -28,7 +28,14 @@ export interface PendingSignup {
 
 /** What a refresh attempt found. */
 export type RefreshOutcome =
-  | { kind: "rotated"; userId: string; sessionId: string; roles: string[]; refreshToken: string; refreshExpiresAt: Date }
+  | {
+      kind: "rotated";
+      userId: string;
+      sessionId: string;
+      roles: string[];
+      refreshToken: string;
+      refreshExpiresAt: Date;
+    }
   | { kind: "reused" }
   | { kind: "invalid" };
 
@@ -88,7 +95,12 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
     },
 
     async findActive(email: string): Promise<Credentials | undefined> {
-      const { rows } = await pool.query<{ user_id: string; email: string; password_hash: string; roles: string[] }>(
+      const { rows } = await pool.query<{
+        user_id: string;
+        email: string;
+        password_hash: string;
+        roles: string[];
+      }>(
         "SELECT user_id, email, password_hash, roles FROM credentials WHERE email = $1 AND status = 'active'",
         [email],
       );
@@ -103,11 +115,10 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
       const refreshExpiresAt = refreshExpiry();
       await withTransaction(pool, async (tx) => {
         await tx.query("INSERT INTO sessions (id, user_id, ip) VALUES ($1, $2, $3)", [sessionId, userId, ip]);
-        await tx.query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)", [
-          hashToken(refreshToken),
-          sessionId,
-          refreshExpiresAt,
-        ]);
+        await tx.query(
+          "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+          [hashToken(refreshToken), sessionId, refreshExpiresAt],
+        );
       });
       return { sessionId, refreshToken, refreshExpiresAt };
     },
@@ -134,20 +145,22 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
         const row = rows[0];
         if (!row || row.revoked_at) return { kind: "invalid" };
         if (row.used_at) {
-          await tx.query("UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh token reused' WHERE id = $1", [
-            row.session_id,
-          ]);
+          await tx.query(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh token reused' WHERE id = $1",
+            [row.session_id],
+          );
           return { kind: "reused" };
         }
         if (row.expires_at.getTime() <= Date.now()) return { kind: "invalid" };
         const next = newRefreshToken();
         const refreshExpiresAt = refreshExpiry();
-        await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", [hashToken(refreshToken)]);
-        await tx.query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)", [
-          hashToken(next),
-          row.session_id,
-          refreshExpiresAt,
+        await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", [
+          hashToken(refreshToken),
         ]);
+        await tx.query(
+          "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+          [hashToken(next), row.session_id, refreshExpiresAt],
+        );
         await tx.query("UPDATE sessions SET last_used_at = now() WHERE id = $1", [row.session_id]);
         return {
           kind: "rotated",
@@ -170,7 +183,12 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
     },
 
     async listKeys(limit: number): Promise<StoredKey[]> {
-      const { rows } = await pool.query<{ kid: string; public_jwk: JWK; private_jwk_enc: Buffer; created_at: Date }>(
+      const { rows } = await pool.query<{
+        kid: string;
+        public_jwk: JWK;
+        private_jwk_enc: Buffer;
+        created_at: Date;
+      }>(
         "SELECT kid, public_jwk, private_jwk_enc, created_at FROM signing_keys ORDER BY created_at DESC, kid LIMIT $1",
         [limit],
       );

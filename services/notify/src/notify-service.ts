@@ -3,7 +3,8 @@ import { Channel, type NotifyService } from "@protomesh/contracts/notify/v1/noti
 import { Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
 import type { InboxCursor, NotificationStore } from "./pg-notification-store.ts";
 
-const encodeCursor = (c: InboxCursor) => Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString("base64url");
+const encodeCursor = (c: InboxCursor) =>
+  Buffer.from(`${c.createdAt.toISOString()}|${c.id}`).toString("base64url");
 
 function decodeCursor(token: string): InboxCursor | undefined {
   if (!token) return undefined;

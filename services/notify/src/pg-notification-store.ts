@@ -33,7 +33,11 @@ export function createPgNotificationStore(pool: Pool) {
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */
-    async list(userId: string, limit: number, after?: InboxCursor): Promise<{ items: NotificationRecord[]; more: boolean }> {
+    async list(
+      userId: string,
+      limit: number,
+      after?: InboxCursor,
+    ): Promise<{ items: NotificationRecord[]; more: boolean }> {
       const { rows } = await pool.query<{
         id: string;
         channel: "email" | "sms";

@@ -1,7 +1,13 @@
 import { join } from "node:path";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { type BaseConfig, bindService, envReader, readBaseConfig, type ServiceDefinition } from "@protomesh/platform";
+import {
+  type BaseConfig,
+  bindService,
+  envReader,
+  readBaseConfig,
+  type ServiceDefinition,
+} from "@protomesh/platform";
 import { createPgUserStore } from "./pg-user-store.ts";
 import { createUserHandlers } from "./user-service.ts";
 

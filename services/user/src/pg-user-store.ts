@@ -1,6 +1,6 @@
-import { addEvent, type Pool, withTransaction } from "@protomesh/platform";
-import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
+import { addEvent, type Pool, withTransaction } from "@protomesh/platform";
 
 /** A stored profile. */
 export interface UserRecord {
@@ -17,7 +17,9 @@ export interface UserRecord {
 }
 
 /** The profile fields a user may change. */
-export type ProfileChanges = Partial<Pick<UserRecord, "displayName" | "bio" | "avatarUrl" | "phone" | "locale">>;
+export type ProfileChanges = Partial<
+  Pick<UserRecord, "displayName" | "bio" | "avatarUrl" | "phone" | "locale">
+>;
 
 const COLUMNS: Record<keyof ProfileChanges, string> = {
   displayName: "display_name",
@@ -92,7 +94,11 @@ export function createPgUserStore(pool: Pool) {
     },
 
     /** Applies the changes and emits UserUpdated in one transaction; undefined if no such user. */
-    async update(id: string, changes: ProfileChanges, changedFields: string[]): Promise<UserRecord | undefined> {
+    async update(
+      id: string,
+      changes: ProfileChanges,
+      changedFields: string[],
+    ): Promise<UserRecord | undefined> {
       return withTransaction(pool, async (tx) => {
         const entries = Object.entries(changes) as [keyof ProfileChanges, string][];
         const sets = entries.map(([k], i) => `${COLUMNS[k]} = $${i + 2}`);

@@ -1,4 +1,4 @@
-import { UserService } from "@protomesh/contracts/user/v1/user_pb";
+import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
 import { type ProfileChanges, toUserMessage, type UserStore } from "./pg-user-store.ts";
 
