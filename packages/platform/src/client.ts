@@ -39,6 +39,11 @@ export interface ClientOptions {
   /** Mesh credentials: required to call INTERNAL methods. */
   mesh?: { token(): Promise<string> };
   defaultTimeoutMs?: number;
+  /**
+   * Wait (within the deadline) for the target to be reachable instead of failing at once:
+   * right for calls between services, which should ride out a peer's restart.
+   */
+  waitForReady?: boolean;
 }
 
 /** Maps a grpc-js error to the ConnectError that handlers and tests reason about. */
@@ -55,6 +60,9 @@ export const channelOptions: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 30_000,
   "grpc.keepalive_timeout_ms": 10_000,
   "grpc.keepalive_permit_without_calls": 1,
+  // grpc's default backs off up to 2 minutes: far too long to notice a restarted pod is back.
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 2_000,
 };
 
 /**
@@ -70,7 +78,7 @@ export function createServiceClient<S extends DescService>(
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
 
   const prepare = async (opts: CallOptions | undefined) => {
-    const md = new grpc.Metadata();
+    const md = new grpc.Metadata({ waitForReady: options.waitForReady ?? false });
     const inbound = inboundCall.getStore();
     if (options.mesh) md.set(MESH_TOKEN_HEADER, await options.mesh.token());
     const token = opts?.accessToken ?? inbound?.ctx.accessToken;

@@ -10,7 +10,9 @@ export type HealthCheck = { name: string; check: () => Promise<boolean> };
  * on an interval so that probes and balancers see an outage within seconds.
  */
 export function createHealth(serviceNames: string[], checks: HealthCheck[], log: Logger, intervalMs = 2_000) {
-  const impl = new HealthImplementation({ "": "NOT_SERVING" });
+  // "liveness" answers SERVING while the process runs: Kubernetes liveness probes ask for it, so
+  // a database outage makes pods unready (""), never restarts them.
+  const impl = new HealthImplementation({ "": "NOT_SERVING", liveness: "SERVING" });
   let timer: NodeJS.Timeout | undefined;
   let draining = false;
   let last: boolean | undefined;

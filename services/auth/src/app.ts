@@ -30,7 +30,7 @@ export function authService(config: AuthConfig): ServiceDefinition {
       await keys.load();
       const verifier = keys.verifier();
       const passwords = createPasswordHasher({ cost: config.bcryptCost, threads: config.bcryptThreads });
-      const users = createServiceClient(UserService, config.userAddr, { mesh });
+      const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });
       const sweeper = createSignupSweeper({ store, users, timeoutS: config.pendingSignupTimeoutS, log });
       const handlers = createAuthHandlers({
         store,
