@@ -11,8 +11,8 @@ export function createLogger(service: string, level = "info"): Logger {
       paths: [
         "password",
         "*.password",
-        "code",
-        "*.code",
+        "otpCode",
+        "*.otpCode",
         "token",
         "*.token",
         "authorization",

@@ -76,7 +76,9 @@ export interface RunningService {
 export function jwksFromAuth(authAddr: string): { fetch: () => Promise<JSONWebKeySet>; close(): void } {
   const auth = createServiceClient(AuthService, authAddr, { defaultTimeoutMs: 5_000 });
   return {
-    fetch: async () => ({ keys: (await auth.getJwks({})).keys.map((k) => ({ ...k })) }),
+    fetch: async () => ({
+      keys: (await auth.getJwks({})).keys.map(({ kty, crv, x, kid, alg, use }) => ({ kty, crv, x, kid, alg, use })),
+    }),
     close: () => auth.close(),
   };
 }
