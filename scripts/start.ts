@@ -46,7 +46,12 @@ process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
 
 /** Starts a child, prefixes its output, resolves once it logs that it is up. */
-function spawnService(name: string, entry: string, env: Record<string, string>, readyWhen: RegExp): Promise<ChildProcess> {
+function spawnService(
+  name: string,
+  entry: string,
+  env: Record<string, string>,
+  readyWhen: RegExp,
+): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", entry], {
       cwd: root,
@@ -82,13 +87,20 @@ function spawnService(name: string, entry: string, env: Record<string, string>, 
 try {
   let adminUrl = process.env.DATABASE_URL;
   if (!adminUrl) {
-    const pgServer = await startPostgres({ dataDir: join(data, "pg"), persistent: true, port: Number(process.env.PG_PORT ?? 54329) });
+    const pgServer = await startPostgres({
+      dataDir: join(data, "pg"),
+      persistent: true,
+      port: Number(process.env.PG_PORT ?? 54329),
+    });
     stops.push(() => pgServer.stop());
     adminUrl = pgServer.adminUrl;
   }
   let natsUrl = process.env.NATS_URL;
   if (!natsUrl) {
-    const nats = await startNats({ storeDir: join(data, "nats"), port: Number(process.env.NATS_PORT ?? 4222) });
+    const nats = await startNats({
+      storeDir: join(data, "nats"),
+      port: Number(process.env.NATS_PORT ?? 4222),
+    });
     stops.push(() => nats.stop());
     natsUrl = nats.url;
   }
@@ -149,7 +161,11 @@ try {
   await spawnService(
     "gateway",
     "gateway/src/main.ts",
-    { ...common, PORT: String(gatewayPort), CORS_ORIGINS: process.env.CORS_ORIGINS ?? "http://localhost:5173" },
+    {
+      ...common,
+      PORT: String(gatewayPort),
+      CORS_ORIGINS: process.env.CORS_ORIGINS ?? "http://localhost:5173",
+    },
     /"msg":"gateway listening"/,
   );
 

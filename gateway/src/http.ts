@@ -65,8 +65,14 @@ export function createDualServer(handler: Handler): { server: Server; close(): v
     socket.once("data", (chunk: Buffer) => {
       socket.pause();
       socket.unshift(chunk);
-      (chunk.subarray(0, 3).toString("latin1") === "PRI" ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      if (chunk.subarray(0, 3).toString("latin1") === "PRI") {
+        // http2 reads the socket's buffered bytes and then its handle directly: resuming the
+        // JS stream here would steal frames from it.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
     });
   });
   return {

@@ -21,7 +21,7 @@ export function reflectionClient(address: string, version: "v1" | "v1alpha" = "v
   const pkg = loadSync(join(protoRoot, `grpc/reflection/${version}/reflection.proto`), { keepCase: false });
   const def = pkg[`grpc.reflection.${version}.ServerReflection`] as grpc.ServiceDefinition;
   const Client = grpc.makeGenericClientConstructor(def, "ServerReflection");
-  const client = new Client(address, grpc.credentials.createInsecure()) as grpc.Client & {
+  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
     serverReflectionInfo(): grpc.ClientDuplexStream<object, ReflectionResponse>;
   };
   const ask = (request: object) =>

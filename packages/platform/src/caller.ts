@@ -22,6 +22,7 @@ export const ACCESS_TOKEN_TYPE = "at+jwt";
 export const ACCESS_TOKEN_ALG = "EdDSA";
 
 const JWKS_MAX_AGE_MS = 5 * 60_000;
+const VERIFIED_CACHE_SIZE = 10_000;
 const JWKS_MIN_REFRESH_MS = 10_000;
 
 /**
@@ -35,6 +36,9 @@ export function createAccessTokenVerifier(opts: {
 }): AccessTokenVerifier {
   let keys: JWTVerifyGetKey | undefined;
   let fetchedAt = 0;
+  // Tokens already verified, until they expire: a signature check per request per hop is the
+  // costliest part of a cheap call. Cleared whenever the key set is refetched.
+  const verified = new Map<string, UserIdentity>();
   let pending: Promise<JWTVerifyGetKey> | undefined;
 
   const refresh = (): Promise<JWTVerifyGetKey> => {
@@ -42,6 +46,7 @@ export function createAccessTokenVerifier(opts: {
       .fetchJwks()
       .then((set) => {
         keys = createLocalJWKSet(set);
+        verified.clear();
         fetchedAt = Date.now();
         return keys;
       })
@@ -73,6 +78,8 @@ export function createAccessTokenVerifier(opts: {
 
   return {
     async verify(token) {
+      const hit = verified.get(token);
+      if (hit && hit.expiresAt.getTime() > Date.now() && Date.now() - fetchedAt < JWKS_MAX_AGE_MS) return hit;
       let result: Awaited<ReturnType<typeof verifyWith>>;
       try {
         try {
@@ -88,7 +95,7 @@ export function createAccessTokenVerifier(opts: {
       }
       const { payload } = result;
       const roles = Array.isArray(payload.roles) ? payload.roles.filter((r) => typeof r === "string") : [];
-      return {
+      const identity: UserIdentity = {
         userId: String(payload.sub),
         sessionId: String(payload.sid),
         roles,
@@ -96,6 +103,9 @@ export function createAccessTokenVerifier(opts: {
         issuedAt: new Date((payload.iat ?? 0) * 1000),
         expiresAt: new Date((payload.exp ?? 0) * 1000),
       };
+      if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
+      verified.set(token, identity);
+      return identity;
     },
   };
 }

@@ -77,7 +77,14 @@ export function jwksFromAuth(authAddr: string): { fetch: () => Promise<JSONWebKe
   const auth = createServiceClient(AuthService, authAddr, { defaultTimeoutMs: 5_000 });
   return {
     fetch: async () => ({
-      keys: (await auth.getJwks({})).keys.map(({ kty, crv, x, kid, alg, use }) => ({ kty, crv, x, kid, alg, use })),
+      keys: (await auth.getJwks({})).keys.map(({ kty, crv, x, kid, alg, use }) => ({
+        kty,
+        crv,
+        x,
+        kid,
+        alg,
+        use,
+      })),
     }),
     close: () => auth.close(),
   };
