@@ -153,12 +153,20 @@ export function createOutboxRelay(opts: {
       listener = client;
       loop = run();
     },
+    /** Stops at once without publishing anything more, as a crash would. */
+    abort() {
+      running = false;
+      wake?.();
+      listener?.release(true);
+      listener = undefined;
+    },
     /** Stops the loop, then publishes what is left (bounded by the timeout). */
     async stop(flushTimeoutMs = 5_000) {
       running = false;
       wake?.();
       await loop;
       listener?.release(true);
+      listener = undefined;
       const until = Date.now() + flushTimeoutMs;
       while (Date.now() < until) {
         const n = await publishBatch().catch(() => -1);

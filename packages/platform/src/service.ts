@@ -147,6 +147,7 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
       log,
     );
     health.addTo(server);
+    cleanups.push(() => health.drain());
     addReflection(
       server,
       parts.services.map((s) => s.service),
@@ -159,6 +160,9 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
 
     const relay = createOutboxRelay({ pool, js, log });
     await relay.start();
+    // Runs before the pool closes (cleanups run in reverse): pool.end() waits for the relay's
+    // LISTEN client.
+    cleanups.push(() => relay.abort());
     const consumers = await Promise.all(
       (parts.consumers ?? []).map((c) =>
         startConsumer(c, { js, jsm, pool, log, ...(def.beforeAck ? { beforeAck: def.beforeAck } : {}) }),
