@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserService } from "@protomesh/contracts/user/v1/user_pb";
+import { gatewayClient, uniqueEmail } from "./support/clients.ts";
+import { type Mesh, startMesh } from "./support/mesh.ts";
+
+let mesh: Mesh;
+before(async () => {
+  mesh = await startMesh();
+});
+after(() => mesh?.stop());
+
+const PASSWORD = "correct horse battery";
+
+test("gRPC over cleartext HTTP/2 works on the same port as HTTP/1.1", async () => {
+  const email = uniqueEmail("h2");
+  const auth = gatewayClient(AuthService, mesh.gateway.url, "grpc");
+  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Hal" });
+  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  const users = gatewayClient(UserService, mesh.gateway.url, "grpc", () => tokens?.accessToken);
+  assert.equal((await users.getMe({})).user?.id, userId);
+});
+
+test("CORS: a configured origin gets a preflight answer, any other is refused", async () => {
+  const preflight = (origin: string) =>
+    fetch(`${mesh.gateway.url}/protomesh.auth.v1.AuthService/SignIn`, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+      },
+    });
+  const allowed = await preflight("http://app.example");
+  assert.equal(allowed.status, 204);
+  assert.equal(allowed.headers.get("access-control-allow-origin"), "http://app.example");
+  assert.match(allowed.headers.get("access-control-allow-headers") ?? "", /authorization/i);
+  const denied = await preflight("http://evil.example");
+  assert.equal(denied.status, 403);
+  assert.equal(denied.headers.get("access-control-allow-origin"), null);
+});
+
+test("a request larger than the limit is refused before it reaches a service", async () => {
+  const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
+  const err = await auth
+    .signIn({ email: `${"a".repeat(100_000)}@example.com`, password: PASSWORD })
+    .then(() => assert.fail("expected a failure"))
+    .catch((e) => e);
+  assert.ok(err instanceof ConnectError);
+  assert.equal(err.code, Code.ResourceExhausted);
+});
+
+test("every response carries a request id, the client's if it sent a well-formed one", async () => {
+  const call = (id: string) =>
+    fetch(`${mesh.gateway.url}/protomesh.auth.v1.AuthService/GetJwks`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": id },
+      body: "{}",
+    });
+  assert.equal((await call("trace-123")).headers.get("x-request-id"), "trace-123");
+  assert.match((await call("bad id with spaces")).headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
+});
+
+test("side-effect-free methods answer HTTP GET, so they can be cached", async () => {
+  const res = await fetch(
+    `${mesh.gateway.url}/protomesh.auth.v1.AuthService/GetJwks?encoding=json&message=%7B%7D`,
+  );
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { keys: { kty: string }[] };
+  assert.equal(body.keys[0]?.kty, "OKP");
+});
+
+test("healthz, readyz and metrics answer; readyz turns 503 when an upstream is down", async () => {
+  assert.equal((await fetch(`${mesh.gateway.url}/healthz`)).status, 200);
+  assert.equal((await fetch(`${mesh.gateway.url}/readyz`)).status, 200);
+  const metrics = await (await fetch(`${mesh.gateway.url}/metrics`)).text();
+  assert.match(
+    metrics,
+    /gateway_request_seconds_bucket\{.*procedure="protomesh\.auth\.v1\.AuthService\/GetJwks"/,
+  );
+
+  await mesh.notify.stop();
+  try {
+    // readyz caches its answer for a second; wait for the fresh one rather than a fixed time.
+    const deadline = Date.now() + 10_000;
+    let status = 200;
+    while (status !== 503 && Date.now() < deadline)
+      status = (await fetch(`${mesh.gateway.url}/readyz`)).status;
+    assert.equal(status, 503);
+  } finally {
+    mesh.notify = await mesh.startNotify();
+  }
+});
