@@ -5,9 +5,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { createMeshCredentials, createServiceClient } from "@protomesh/platform";
+import { createLogger, createMeshCredentials, createServiceClient } from "@protomesh/platform";
 import { service as healthService } from "grpc-health-check";
 import pg from "pg";
+import { createPgAuthStore } from "../services/auth/src/pg-auth-store.ts";
+import { createSignupSweeper } from "../services/auth/src/signup-sweeper.ts";
 import { gatewayClient, uniqueEmail } from "./support/clients.ts";
 import { type Mesh, startMesh } from "./support/mesh.ts";
 import { reflectionClient } from "./support/reflection.ts";
@@ -139,6 +141,36 @@ describe("sign-up consistency across auth and user", () => {
     const users = gatewayClient(UserService, mesh.gateway.url, "connect-json", () => tokens?.accessToken);
     assert.equal((await users.getMe({})).user?.id, userId);
     await mesh.smtp.waitFor((m) => m.to.includes(email));
+  });
+});
+
+describe("sign-ups left pending by a crash", () => {
+  test("the sweeper activates one whose profile exists and deletes one whose profile does not", async () => {
+    const pool = new pg.Pool({ connectionString: mesh.env.auth.DATABASE_URL });
+    const users = createServiceClient(UserService, mesh.addr("user"), {
+      mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
+    });
+    try {
+      const store = createPgAuthStore(pool, 3600);
+      // Crash after user created the profile, before auth activated the credential.
+      const profiled = uniqueEmail("swept");
+      const profiledId = await store.reservePending(profiled, "not-a-real-hash");
+      assert.ok(profiledId);
+      await users.createUser({ userId: profiledId, email: profiled, displayName: "Fay" });
+      // Crash before user was ever called.
+      const orphan = uniqueEmail("orphan-pending");
+      assert.ok(await store.reservePending(orphan, "not-a-real-hash"));
+
+      const sweeper = createSignupSweeper({ store, users, timeoutS: 0, log: createLogger("test", "silent") });
+      const result = await sweeper.sweep();
+      assert.ok(result.activated >= 1 && result.deleted >= 1, JSON.stringify(result));
+      assert.deepEqual(await authRows(profiled), [{ status: "active" }]);
+      assert.deepEqual(await authRows(orphan), []);
+      await mesh.smtp.waitFor((m) => m.to.includes(profiled));
+    } finally {
+      users.close();
+      await pool.end();
+    }
   });
 });
 

@@ -47,6 +47,5 @@ export function createHealth(serviceNames: string[], checks: HealthCheck[], log:
       clearInterval(timer);
       set("NOT_SERVING");
     },
-    isServing: () => last === true && !draining,
   };
 }

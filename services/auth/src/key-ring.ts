@@ -23,7 +23,7 @@ function open(key: Buffer, sealed: Buffer): string {
   return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString("utf8");
 }
 
-type SigningKey = { kid: string; privateKey: CryptoKey | Uint8Array; createdAt: Date };
+type SigningKey = { kid: string; privateKey: CryptoKey | Uint8Array };
 
 /**
  * The keys that sign access tokens. A new key is made when the newest is older than the
@@ -67,7 +67,6 @@ export function createKeyRing(opts: {
       current = {
         kid: signing.kid,
         privateKey: await importJWK(jwk, ACCESS_TOKEN_ALG),
-        createdAt: signing.createdAt,
       };
     }
     published = keys;
