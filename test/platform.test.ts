@@ -1,17 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { fromBinary, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { createLogger, createMeshCredentials, createServiceClient } from "@protomesh/platform";
-import { service as healthService } from "grpc-health-check";
+import { meshServices } from "@protomesh/mesh";
+import { createHealthClient, HEALTH } from "@protomesh/platform";
+import { type Mesh, startMesh, waitUntil } from "@protomesh/testkit";
 import pg from "pg";
-import { createPgAuthStore } from "../services/auth/src/pg-auth-store.ts";
-import { createSignupSweeper } from "../services/auth/src/signup-sweeper.ts";
-import { gatewayClient, uniqueEmail } from "./support/clients.ts";
-import { type Mesh, startMesh } from "./support/mesh.ts";
 import { reflectionClient } from "./support/reflection.ts";
 
 let mesh: Mesh;
@@ -20,177 +14,22 @@ before(async () => {
 });
 after(() => mesh?.stop());
 
-const PASSWORD = "correct horse battery";
-
-async function failure(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${err}`);
-    return err;
-  }
-  assert.fail("expected the call to fail");
-}
-
-async function authRows(email: string) {
-  const client = new pg.Client(mesh.env.auth.DATABASE_URL);
-  await client.connect();
-  try {
-    return (await client.query("SELECT status FROM credentials WHERE email = $1", [email])).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-describe("validation", () => {
-  test("invalid sign-up input gets INVALID_ARGUMENT naming the field", async () => {
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    const cases: [object, string][] = [
-      [{ email: "not-an-email", password: PASSWORD, displayName: "A" }, "email"],
-      [{ email: uniqueEmail(), password: "short", displayName: "A" }, "password"],
-      [{ email: uniqueEmail(), password: PASSWORD, displayName: "" }, "display_name"],
-    ];
-    for (const [req, field] of cases) {
-      const err = await failure(auth.signUp(req));
-      assert.equal(err.code, Code.InvalidArgument);
-      assert.match(err.rawMessage, new RegExp(`^${field}: `));
-    }
-  });
-
-  test("a password over bcrypt's 72 bytes is refused, not truncated", async () => {
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    // 37 characters, 74 bytes: within any character limit, over bcrypt's.
-    const err = await failure(
-      auth.signUp({ email: uniqueEmail(), password: "é".repeat(37), displayName: "A" }),
-    );
-    assert.equal(err.code, Code.InvalidArgument);
-    assert.match(err.rawMessage, /^password: .*72 bytes/);
-  });
-
-  test("UpdateMe refuses paths outside the profile and an empty display name", async () => {
-    const email = uniqueEmail();
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    await auth.signUp({ email, password: PASSWORD, displayName: "Cy" });
-    const { tokens } = await auth.signIn({ email, password: PASSWORD });
-    const users = gatewayClient(UserService, mesh.gateway.url, "connect-json", () => tokens?.accessToken);
-
-    const roles = await failure(users.updateMe({ profile: {}, updateMask: { paths: ["roles"] } }));
-    assert.equal(roles.code, Code.InvalidArgument);
-    assert.match(roles.rawMessage, /^update_mask: /);
-
-    const empty = await failure(
-      users.updateMe({ profile: { displayName: "" }, updateMask: { paths: ["display_name"] } }),
-    );
-    assert.equal(empty.code, Code.InvalidArgument);
-    assert.match(empty.rawMessage, /display_name cannot be empty/);
-
-    const phone = await failure(
-      users.updateMe({ profile: { phone: "12345" }, updateMask: { paths: ["phone"] } }),
-    );
-    assert.match(phone.rawMessage, /^profile\.phone: /);
-    assert.equal((await users.getMe({})).user?.displayName, "Cy", "nothing changed");
-  });
-});
-
-describe("sign-up consistency across auth and user", () => {
-  test("a duplicate email, in any case, gets ALREADY_EXISTS", async () => {
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    const email = uniqueEmail();
-    await auth.signUp({ email, password: PASSWORD, displayName: "Di" });
-    const err = await failure(
-      auth.signUp({ email: email.toUpperCase(), password: PASSWORD, displayName: "Di" }),
-    );
-    assert.equal(err.code, Code.AlreadyExists);
-  });
-
-  test("when user refuses the profile, auth keeps nothing", async () => {
-    const email = uniqueEmail("orphan");
-    // A profile with this email exists in user (say, from an older system) but not in auth.
-    const mesh2user = createServiceClient(UserService, mesh.addr("user"), {
-      mesh: createMeshCredentials(mesh.env.user.MESH_SECRET as string, "test"),
-    });
-    await mesh2user.createUser({ userId: crypto.randomUUID(), email, displayName: "Old" });
-    mesh2user.close();
-
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    const err = await failure(auth.signUp({ email, password: PASSWORD, displayName: "New" }));
-    assert.equal(err.code, Code.AlreadyExists);
-    assert.deepEqual(await authRows(email), []);
-  });
-
-  test("when user is down, sign-up fails UNAVAILABLE, nothing can sign in, and a retry completes it", async () => {
-    const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-    const email = uniqueEmail("retry");
-    await mesh.user.stop();
-    try {
-      // auth waits for user within the deadline, then gives up without half an account.
-      const err = await failure(
-        auth.signUp({ email, password: PASSWORD, displayName: "Ed" }, { timeoutMs: 1_500 }),
-      );
-      assert.ok([Code.Unavailable, Code.DeadlineExceeded].includes(err.code), Code[err.code]);
-      const signIn = await failure(auth.signIn({ email, password: PASSWORD }));
-      assert.equal(signIn.code, Code.Unauthenticated);
-      assert.deepEqual(await authRows(email), [{ status: "pending" }]);
-    } finally {
-      mesh.user = await mesh.startUser();
-    }
-    const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Ed" });
-    assert.ok(userId);
-    assert.deepEqual(await authRows(email), [{ status: "active" }]);
-    const { tokens } = await auth.signIn({ email, password: PASSWORD });
-    const users = gatewayClient(UserService, mesh.gateway.url, "connect-json", () => tokens?.accessToken);
-    assert.equal((await users.getMe({})).user?.id, userId);
-    await mesh.smtp.waitFor((m) => m.to.includes(email));
-  });
-});
-
-describe("sign-ups left pending by a crash", () => {
-  test("the sweeper activates one whose profile exists and deletes one whose profile does not", async () => {
-    const pool = new pg.Pool({ connectionString: mesh.env.auth.DATABASE_URL });
-    const users = createServiceClient(UserService, mesh.addr("user"), {
-      mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
-    });
-    try {
-      const store = createPgAuthStore(pool, 3600);
-      // Crash after user created the profile, before auth activated the credential.
-      const profiled = uniqueEmail("swept");
-      const profiledId = await store.reservePending(profiled, "not-a-real-hash");
-      assert.ok(profiledId);
-      await users.createUser({ userId: profiledId, email: profiled, displayName: "Fay" });
-      // Crash before user was ever called.
-      const orphan = uniqueEmail("orphan-pending");
-      assert.ok(await store.reservePending(orphan, "not-a-real-hash"));
-
-      const sweeper = createSignupSweeper({ store, users, timeoutS: 0, log: createLogger("test", "silent") });
-      const result = await sweeper.sweep();
-      assert.ok(result.activated >= 1 && result.deleted >= 1, JSON.stringify(result));
-      assert.deepEqual(await authRows(profiled), [{ status: "active" }]);
-      assert.deepEqual(await authRows(orphan), []);
-      await mesh.smtp.waitFor((m) => m.to.includes(profiled));
-    } finally {
-      users.close();
-      await pool.end();
-    }
-  });
-});
-
 describe("operations", () => {
-  for (const name of ["auth", "user", "notify"] as const) {
-    test(`${name} reports SERVING on grpc.health.v1`, async () => {
-      const Health = grpc.makeGenericClientConstructor(healthService, "Health");
-      const client = new Health(mesh.addr(name), grpc.credentials.createInsecure());
-      const status = await new Promise<string>((resolve, reject) =>
-        client.makeUnaryRequest(
-          "/grpc.health.v1.Health/Check",
-          (m: object) => (healthService.Check as grpc.MethodDefinition<object, object>).requestSerialize(m),
-          (b: Buffer) =>
-            (healthService.Check as grpc.MethodDefinition<object, { status: string }>).responseDeserialize(b),
-          { service: "" },
-          (err, res) => (err ? reject(err) : resolve((res as { status: string }).status)),
-        ),
-      );
-      client.close();
-      assert.equal(status, "SERVING");
+  for (const { name, service } of meshServices) {
+    test(`${name} reports SERVING on grpc.health.v1, for itself and its service`, async () => {
+      const health = createHealthClient(mesh.addr(name));
+      try {
+        assert.equal(await health.check(""), "SERVING");
+        assert.equal(await health.check(service.typeName), "SERVING");
+        assert.equal(await health.check(HEALTH.liveness), "SERVING");
+        await waitUntil(
+          async () => (await health.check(HEALTH.events)) === "SERVING",
+          10_000,
+          "events SERVING",
+        );
+      } finally {
+        health.close();
+      }
     });
 
     for (const version of ["v1", "v1alpha"] as const) {
@@ -198,10 +37,7 @@ describe("operations", () => {
         const reflection = reflectionClient(mesh.addr(name), version);
         try {
           const services = await reflection.listServices();
-          assert.ok(
-            services.includes(`protomesh.${name}.v1.${name[0]?.toUpperCase()}${name.slice(1)}Service`),
-            services.join(),
-          );
+          assert.ok(services.includes(service.typeName), services.join());
         } finally {
           reflection.close();
         }
@@ -240,5 +76,53 @@ describe("operations", () => {
     client.close();
     assert.equal(err.code, grpc.status.UNAUTHENTICATED);
     assert.equal(err.details, "wrong email or password");
+  });
+});
+
+describe("readiness follows what a service needs to serve its calls", () => {
+  test("NATS down: still SERVING (the outbox absorbs it), but events NOT_SERVING; back when NATS is", async (t) => {
+    await mesh.nats.stop();
+    t.after(() => mesh.nats.restart());
+    const health = createHealthClient(mesh.addr("user"));
+    t.after(() => health.close());
+    await waitUntil(
+      async () => (await health.check(HEALTH.events)) === "NOT_SERVING",
+      10_000,
+      "events NOT_SERVING",
+    );
+    assert.equal(await health.check(""), "SERVING");
+    assert.equal(await health.check(HEALTH.liveness), "SERVING");
+    const gatewayReady = await fetch(`${mesh.url}/readyz`);
+    assert.equal(gatewayReady.status, 200, "the gateway stays ready");
+    await mesh.nats.restart();
+    await waitUntil(
+      async () => (await health.check(HEALTH.events)) === "SERVING",
+      15_000,
+      "events SERVING again",
+    );
+  });
+
+  test("database unreachable: NOT_SERVING within seconds, liveness still SERVING, and back", async (t) => {
+    const url = new URL(mesh.env.user.DATABASE_URL as string);
+    const database = url.pathname.slice(1);
+    url.pathname = "/postgres";
+    const admin = new pg.Client(url.toString());
+    await admin.connect();
+    const allow = (on: boolean) =>
+      admin.query(`ALTER DATABASE ${admin.escapeIdentifier(database)} WITH ALLOW_CONNECTIONS ${on}`);
+    t.after(async () => {
+      await allow(true);
+      await admin.end();
+    });
+    await allow(false);
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [
+      database,
+    ]);
+    const health = createHealthClient(mesh.addr("user"));
+    t.after(() => health.close());
+    await waitUntil(async () => (await health.check("")) === "NOT_SERVING", 10_000, "user NOT_SERVING");
+    assert.equal(await health.check(HEALTH.liveness), "SERVING");
+    await allow(true);
+    await waitUntil(async () => (await health.check("")) === "SERVING", 10_000, "user SERVING again");
   });
 });

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { gatewayClient, type Protocol, uniqueEmail } from "./support/clients.ts";
-import { type Mesh, startMesh } from "./support/mesh.ts";
+import { gatewayClient, type Mesh, type Protocol, startMesh, uniqueEmail } from "@protomesh/testkit";
 
 let mesh: Mesh;
 before(async () => {
@@ -12,12 +10,12 @@ before(async () => {
 });
 after(() => mesh?.stop());
 
-for (const protocol of ["connect-json", "grpc-web"] as Protocol[]) {
+for (const protocol of ["connect-json", "grpc-web", "grpc"] as Protocol[]) {
   describe(`through the gateway with ${protocol}`, () => {
     test("sign-up, sign-in, GetMe and UpdateMe work and the welcome email arrives", async () => {
       let token: string | undefined;
-      const auth = gatewayClient(AuthService, mesh.gateway.url, protocol);
-      const users = gatewayClient(UserService, mesh.gateway.url, protocol, () => token);
+      const auth = gatewayClient(AuthService, mesh.url, protocol);
+      const users = gatewayClient(UserService, mesh.url, protocol, () => token);
       const email = uniqueEmail(protocol);
 
       const { userId } = await auth.signUp({
@@ -51,18 +49,3 @@ for (const protocol of ["connect-json", "grpc-web"] as Protocol[]) {
     });
   });
 }
-
-test("a wrong password and an unknown email get the same answer", async () => {
-  const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-  const email = uniqueEmail();
-  await auth.signUp({ email, password: "correct horse battery", displayName: "Bea" });
-  const wrong = await auth.signIn({ email, password: "wrong horse battery" }).catch((e) => e);
-  const unknown = await auth
-    .signIn({ email: uniqueEmail("nobody"), password: "correct horse battery" })
-    .catch((e) => e);
-  for (const err of [wrong, unknown]) {
-    assert.ok(err instanceof ConnectError);
-    assert.equal(err.code, Code.Unauthenticated);
-    assert.equal(err.rawMessage, "wrong email or password");
-  }
-});

@@ -1,23 +1,21 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import * as grpc from "@grpc/grpc-js";
+import { meshServices } from "@protomesh/mesh";
 import {
-  channelOptions,
+  connectNats,
   createAccessTokenVerifier,
+  createHealthClient,
   createLogger,
+  createRevocationList,
   createServiceClient,
+  followRevocations,
   jwksFromAuth,
   type Logger,
   metrics,
 } from "@protomesh/platform";
-import { service as healthService } from "grpc-health-check";
 import type { JSONWebKeySet } from "jose";
 import type { GatewayConfig } from "./config.ts";
 import { createDualServer, handleCors, stampRequest } from "./http.ts";
 import { authInterceptor, forwardRoutes, observeInterceptor } from "./routes.ts";
-import { upstreamServices } from "./upstreams.ts";
-
-const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health");
-const check = healthService.Check as grpc.MethodDefinition<object, unknown>;
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -49,75 +47,84 @@ export async function startGateway(
   config: GatewayConfig,
   log: Logger = createLogger("gateway", config.logLevel),
 ) {
-  const authAddr = config.upstreams.auth;
-  if (!authAddr) throw new Error("the gateway needs the auth upstream");
-  const jwksSource = jwksFromAuth(authAddr);
+  const jwksSource = jwksFromAuth(config.authAddr);
   const jwks = cached<JSONWebKeySet>(jwksSource.fetch, 60_000);
+  // Revoked sessions are refused here too, not only by the services behind.
+  const { nc } = await connectNats(config.natsUrl, "gateway", log);
+  const revoked = createRevocationList();
+  const revocations = followRevocations(revoked, {
+    js: nc.jetstream(),
+    jsm: await nc.jetstreamManager(),
+    log,
+  });
   const verifier = createAccessTokenVerifier({
     fetchJwks: jwksSource.fetch,
     issuer: config.tokenIssuer,
     audience: config.tokenAudience,
+    revoked,
   });
-  const upstreams = upstreamServices.map((u) => {
-    const addr = config.upstreams[u.name] ?? "";
-    return {
-      ...u,
-      client: createServiceClient(u.service, addr) as unknown as Record<string, unknown> & { close(): void },
-      health: new HealthClient(addr, grpc.credentials.createInsecure(), channelOptions),
-    };
-  });
+  const upstreams = meshServices
+    .filter((s) => config.upstreams[s.name])
+    .map((s) => {
+      const addr = config.upstreams[s.name] ?? "";
+      return {
+        name: s.name,
+        service: s.service,
+        client: createServiceClient(s.service, addr) as unknown as Record<string, unknown> & {
+          close(): void;
+        },
+        health: createHealthClient(addr),
+      };
+    });
 
   // Ready when every upstream reports SERVING over grpc.health.v1.
-  const ready = cached(async () => {
-    const checks = upstreams.map(
-      (u) =>
-        new Promise<boolean>((resolve) =>
-          u.health.makeUnaryRequest(
-            "/grpc.health.v1.Health/Check",
-            (m: object) => check.requestSerialize(m),
-            (b: Buffer) => check.responseDeserialize(b) as { status: string },
-            { service: "" },
-            { deadline: Date.now() + 1_000 },
-            (err, res) => resolve(!err && res?.status === "SERVING"),
-          ),
-        ),
-    );
-    return (await Promise.all(checks)).every(Boolean);
-  }, 1_000);
+  const ready = cached(
+    async () => (await Promise.all(upstreams.map((u) => u.health.check("")))).every((s) => s === "SERVING"),
+    1_000,
+  );
 
-  const shutdown = new AbortController();
+  // Streams end at once when the gateway stops (clients reconnect elsewhere); unary calls drain
+  // until the shutdown timeout, then Connect's shutdown signal cancels what is left.
+  const stopStreams = new AbortController();
+  const stopCalls = new AbortController();
   const connect = connectNodeAdapter({
-    routes: forwardRoutes(upstreams, { defaultMs: config.defaultTimeoutMs, maxMs: config.maxTimeoutMs }),
+    routes: forwardRoutes(
+      upstreams,
+      {
+        defaultMs: config.defaultTimeoutMs,
+        maxMs: config.maxTimeoutMs,
+        maxStreamMs: config.maxStreamTimeoutMs,
+      },
+      stopStreams.signal,
+    ),
     interceptors: [observeInterceptor(log, config.accessLog), authInterceptor(verifier)],
     readMaxBytes: config.maxRequestBytes,
-    maxTimeoutMs: config.maxTimeoutMs,
-    shutdownSignal: shutdown.signal,
+    // A misspelt field that silently does nothing is worse than an error naming it.
+    jsonOptions: { ignoreUnknownFields: false },
+    shutdownSignal: stopCalls.signal,
   });
 
   const { server, close } = createDualServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method === "GET") {
-      if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    if (req.method === "GET" || req.method === "HEAD") {
+      const send = (status: number, type: string, body: string, headers: Record<string, string> = {}) =>
+        res
+          .writeHead(status, { "content-type": type, ...headers })
+          .end(req.method === "HEAD" ? undefined : body);
+      if (path === "/healthz") return void send(200, "text/plain", "ok");
       if (path === "/readyz") {
-        return void ready().then((ok) =>
-          res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready" : "not ready"),
-        );
+        return void ready().then((ok) => send(ok ? 200 : 503, "text/plain", ok ? "ready" : "not ready"));
       }
       if (path === "/metrics") {
-        return void metrics
-          .metrics()
-          .then((body) => res.writeHead(200, { "content-type": metrics.contentType }).end(body));
+        return void metrics.metrics().then((body) => send(200, metrics.contentType, body));
       }
       if (path === "/.well-known/jwks.json") {
         return void jwks().then(
           (set) =>
-            res
-              .writeHead(200, {
-                "content-type": "application/jwk-set+json",
-                "cache-control": "public, max-age=60",
-              })
-              .end(JSON.stringify(set)),
-          () => res.writeHead(503).end(),
+            send(200, "application/jwk-set+json", JSON.stringify(set), {
+              "cache-control": "public, max-age=60",
+            }),
+          () => send(503, "text/plain", "key set unavailable"),
         );
       }
     }
@@ -134,21 +141,28 @@ export async function startGateway(
   const port = typeof address === "object" && address ? address.port : config.port;
   log.info({ port }, "gateway listening");
 
+  let stopping: Promise<void> | undefined;
   return {
     port,
     url: `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`,
-    async stop() {
-      close();
-      const drained = new Promise<void>((resolve) => server.once("close", () => resolve()));
-      const timer = setTimeout(() => shutdown.abort(), config.shutdownTimeoutMs);
-      await drained;
-      clearTimeout(timer);
-      for (const u of upstreams) {
-        u.client.close();
-        u.health.close();
-      }
-      jwksSource.close();
-      log.info("gateway stopped");
+    stop() {
+      stopping ??= (async () => {
+        stopStreams.abort();
+        close();
+        const drained = new Promise<void>((resolve) => server.once("close", () => resolve()));
+        const timer = setTimeout(() => stopCalls.abort(), config.shutdownTimeoutMs);
+        await drained;
+        clearTimeout(timer);
+        for (const u of upstreams) {
+          u.client.close();
+          u.health.close();
+        }
+        jwksSource.close();
+        await revocations.stop();
+        await nc.close();
+        log.info("gateway stopped");
+      })();
+      return stopping;
     },
   } satisfies RunningGateway;
 }

@@ -1,46 +1,37 @@
-import { envReader } from "@protomesh/platform";
+import { type CommonConfig, envReader, readCommonConfig } from "@protomesh/platform";
 
 /** The gateway's configuration. */
-export interface GatewayConfig {
-  host: string;
-  port: number;
+export interface GatewayConfig extends CommonConfig {
   /** grpc target of each upstream service, by service name (auth, user, notify…). */
   upstreams: Record<string, string>;
   corsOrigins: string[];
   maxRequestBytes: number;
+  /** Deadline of a unary call whose client set none. */
   defaultTimeoutMs: number;
+  /** Cap on a unary call's deadline. */
   maxTimeoutMs: number;
-  tokenIssuer: string;
-  tokenAudience: string;
-  logLevel: string;
+  /** Cap on a stream's deadline; streams get none by default. */
+  maxStreamTimeoutMs: number;
   accessLog: boolean;
-  shutdownTimeoutMs: number;
 }
 
 /** Reads and validates the gateway's environment; `services` are the upstreams it routes to. */
 export function readGatewayConfig(
-  services: readonly { name: string; defaultPort: number }[],
+  services: readonly { name: string; port: number }[],
   source: Record<string, string | undefined> = process.env,
 ): GatewayConfig {
   const env = envReader(source);
   const config: GatewayConfig = {
-    host: env.string("HOST", "0.0.0.0"),
-    port: env.int("PORT", 8080, 0, 65535),
+    ...readCommonConfig(env, "gateway", 8080),
     upstreams: Object.fromEntries(
-      services.map((s) => [
-        s.name,
-        env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.defaultPort}`),
-      ]),
+      services.map((s) => [s.name, env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.port}`)]),
     ),
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     defaultTimeoutMs: env.int("DEFAULT_TIMEOUT_MS", 10_000, 100, 600_000),
     maxTimeoutMs: env.int("MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
-    tokenIssuer: env.string("TOKEN_ISSUER", "protomesh"),
-    tokenAudience: env.string("TOKEN_AUDIENCE", "protomesh"),
-    logLevel: env.oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
+    maxStreamTimeoutMs: env.int("MAX_STREAM_TIMEOUT_MS", 3_600_000, 1_000, 7 * 86_400_000),
     accessLog: env.oneOf("ACCESS_LOG", ["on", "off"], "on") === "on",
-    shutdownTimeoutMs: env.int("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
   };
   env.done();
   return config;

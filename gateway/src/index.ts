@@ -1,3 +1,2 @@
 export { type RunningGateway, startGateway } from "./app.ts";
 export { type GatewayConfig, readGatewayConfig } from "./config.ts";
-export { upstreamServices } from "./upstreams.ts";

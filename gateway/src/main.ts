@@ -1,11 +1,11 @@
+import { meshServices } from "@protomesh/mesh";
 import { createLogger } from "@protomesh/platform";
 import { startGateway } from "./app.ts";
 import { readGatewayConfig } from "./config.ts";
-import { upstreamServices } from "./upstreams.ts";
 
 let config: ReturnType<typeof readGatewayConfig>;
 try {
-  config = readGatewayConfig(upstreamServices);
+  config = readGatewayConfig(meshServices);
 } catch (err) {
   console.error((err as Error).message);
   process.exit(1);

@@ -9,11 +9,14 @@ import {
 import {
   Access,
   type AccessTokenVerifier,
-  ADMIN_ROLE,
   accessOf,
+  bearerToken,
   type CallOptions,
+  checkAccess,
   type Logger,
   metrics,
+  REQUEST_ID_HEADER,
+  statusName,
 } from "@protomesh/platform";
 import { Histogram } from "prom-client";
 
@@ -38,12 +41,8 @@ export function authInterceptor(verifier: AccessTokenVerifier): Interceptor {
   return (next) => async (req) => {
     const level = accessOf(req.method);
     if (level === Access.USER || level === Access.ADMIN) {
-      const match = /^Bearer\s+(\S+)$/i.exec(req.header.get("authorization") ?? "");
-      if (!match?.[1]) throw new ConnectError("missing access token", Code.Unauthenticated);
-      const user = await verifier.verify(match[1]);
-      if (level === Access.ADMIN && !user.roles.includes(ADMIN_ROLE)) {
-        throw new ConnectError("this method needs the admin role", Code.PermissionDenied);
-      }
+      const token = bearerToken(req.header.get("authorization"));
+      checkAccess(level, { user: token ? await verifier.verify(token) : undefined });
     }
     return next(req);
   };
@@ -54,11 +53,11 @@ export function observeInterceptor(log: Logger, accessLog: boolean): Interceptor
   return (next) => async (req) => {
     const started = performance.now();
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    let code = "ok";
+    let code = statusName(0);
     try {
       return await next(req);
     } catch (err) {
-      code = Code[ConnectError.from(err).code] ?? "unknown";
+      code = statusName(ConnectError.from(err).code);
       throw err;
     } finally {
       const seconds = (performance.now() - started) / 1000;
@@ -69,7 +68,7 @@ export function observeInterceptor(log: Logger, accessLog: boolean): Interceptor
             procedure,
             code,
             ms: Math.round(seconds * 10_000) / 10,
-            requestId: req.header.get("x-request-id"),
+            requestId: req.header.get(REQUEST_ID_HEADER),
           },
           "request",
         );
@@ -78,34 +77,59 @@ export function observeInterceptor(log: Logger, accessLog: boolean): Interceptor
   };
 }
 
+/** Deadlines by method kind: unary calls get a default and a cap; streams only a (long) cap. */
+export interface Timeouts {
+  defaultMs: number;
+  maxMs: number;
+  maxStreamMs: number;
+}
+
+const GATEWAY_STOPPING = () => new ConnectError("the gateway is shutting down; reconnect", Code.Unavailable);
+
 /**
  * Registers every exposed method of every upstream as a forwarder over grpc-js. The caller's
- * token, request id and address travel as metadata; the deadline is the client's (or the
- * default), capped; cancelling the request cancels the upstream call.
+ * token, request id and address travel as metadata; the client's deadline is capped (a unary
+ * call without one gets the default, a stream none); cancelling the request cancels the
+ * upstream call. Streams end with UNAVAILABLE when `stopStreams` aborts (the gateway stops).
  */
 export function forwardRoutes(
   upstreams: { service: DescService; client: UpstreamClient }[],
-  timeouts: { defaultMs: number; maxMs: number },
+  timeouts: Timeouts,
+  stopStreams: AbortSignal,
 ) {
-  const options = (ctx: HandlerContext): CallOptions => {
+  const options = (ctx: HandlerContext, streaming: boolean): CallOptions => {
     const headers: Record<string, string> = {};
-    for (const name of ["authorization", "x-request-id", "x-forwarded-for"]) {
+    for (const name of ["authorization", REQUEST_ID_HEADER, "x-forwarded-for"]) {
       const v = ctx.requestHeader.get(name);
       if (v) headers[name] = v;
     }
+    const asked = ctx.timeoutMs();
+    const timeoutMs = streaming
+      ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
+      : Math.min(asked ?? timeouts.defaultMs, timeouts.maxMs);
     return {
-      timeoutMs: Math.min(ctx.timeoutMs() ?? timeouts.defaultMs, timeouts.maxMs),
-      signal: ctx.signal,
+      timeoutMs,
+      signal: streaming ? AbortSignal.any([ctx.signal, stopStreams]) : ctx.signal,
       headers,
     };
   };
   return (router: ConnectRouter) => {
     for (const { service, client } of upstreams) {
       for (const method of service.methods.filter(isExposed)) {
-        // The platform client returns a promise for unary methods and an async iterable for
-        // server streaming: exactly what Connect expects of each kind of handler.
         const call = client[method.localName] as Forwarder;
-        router.rpc(method, ((req: unknown, ctx: HandlerContext) => call(req, options(ctx))) as never);
+        if (method.methodKind === "server_streaming") {
+          router.rpc(method, async function* (req: unknown, ctx: HandlerContext) {
+            if (stopStreams.aborted) throw GATEWAY_STOPPING();
+            try {
+              yield* call(req, options(ctx, true)) as AsyncIterable<unknown>;
+            } catch (err) {
+              throw stopStreams.aborted ? GATEWAY_STOPPING() : err;
+            }
+          } as never);
+        } else {
+          router.rpc(method, ((req: unknown, ctx: HandlerContext) =>
+            call(req, options(ctx, false))) as never);
+        }
       }
     }
   };

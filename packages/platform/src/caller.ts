@@ -33,7 +33,15 @@ export function createAccessTokenVerifier(opts: {
   fetchJwks: () => Promise<JSONWebKeySet>;
   issuer: string;
   audience: string;
+  /** Sessions revoked before their access tokens expire (sign-out, a stolen refresh token). */
+  revoked?: RevocationList;
 }): AccessTokenVerifier {
+  const refuseRevoked = (identity: UserIdentity) => {
+    if (opts.revoked?.has(identity.sessionId)) {
+      throw new ConnectError("this session was revoked; sign in again", Code.Unauthenticated);
+    }
+    return identity;
+  };
   let keys: JWTVerifyGetKey | undefined;
   let fetchedAt = 0;
   // Tokens already verified, until they expire: a signature check per request per hop is the
@@ -79,7 +87,9 @@ export function createAccessTokenVerifier(opts: {
   return {
     async verify(token) {
       const hit = verified.get(token);
-      if (hit && hit.expiresAt.getTime() > Date.now() && Date.now() - fetchedAt < JWKS_MAX_AGE_MS) return hit;
+      if (hit && hit.expiresAt.getTime() > Date.now() && Date.now() - fetchedAt < JWKS_MAX_AGE_MS) {
+        return refuseRevoked(hit);
+      }
       let result: Awaited<ReturnType<typeof verifyWith>>;
       try {
         try {
@@ -105,7 +115,48 @@ export function createAccessTokenVerifier(opts: {
       };
       if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
       verified.set(token, identity);
-      return identity;
+      return refuseRevoked(identity);
+    },
+  };
+}
+
+/** Session ids whose access tokens must be refused although they have not expired yet. */
+export interface RevocationList {
+  /** Refuses the session's tokens until `until` (when its last access token expires). */
+  revoke(sessionId: string, until: Date): void;
+  has(sessionId: string): boolean;
+  readonly size: number;
+}
+
+/**
+ * An in-memory denylist of revoked sessions, fed on every replica by auth's SessionRevoked
+ * events. Entries leave once the session's tokens have expired, so it stays small; past
+ * `maxEntries` the entries closest to expiry go first.
+ */
+export function createRevocationList(maxEntries = 200_000): RevocationList {
+  const until = new Map<string, number>();
+  const prune = () => {
+    const now = Date.now();
+    for (const [sid, t] of until) if (t <= now) until.delete(sid);
+    if (until.size < maxEntries) return;
+    const byExpiry = [...until].sort((a, b) => a[1] - b[1]);
+    for (const [sid] of byExpiry.slice(0, until.size - maxEntries + 1)) until.delete(sid);
+  };
+  return {
+    revoke(sessionId, at) {
+      if (at.getTime() <= Date.now()) return;
+      if (until.size >= maxEntries) prune();
+      until.set(sessionId, Math.max(at.getTime(), until.get(sessionId) ?? 0));
+    },
+    has(sessionId) {
+      const t = until.get(sessionId);
+      if (t === undefined) return false;
+      if (t > Date.now()) return true;
+      until.delete(sessionId);
+      return false;
+    },
+    get size() {
+      return until.size;
     },
   };
 }

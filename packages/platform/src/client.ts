@@ -12,12 +12,13 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { inboundCall } from "./context.ts";
+import { inboundCall, REQUEST_ID_HEADER } from "./context.ts";
 import { type Code, ConnectError } from "./errors.ts";
-import { MESH_TOKEN_HEADER, REQUEST_ID_HEADER } from "./server.ts";
+import { MESH_TOKEN_HEADER } from "./server.ts";
 
 /** Per-call options; deadline and cancellation of the inbound call apply on top of these. */
 export interface CallOptions {
+  /** Unary calls default to the client's defaultTimeoutMs; streams have none unless set. */
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Call on behalf of this user; defaults to the token of the call being served, if any. */
@@ -38,6 +39,7 @@ export type ServiceClient<S extends DescService> = {
 export interface ClientOptions {
   /** Mesh credentials: required to call INTERNAL methods. */
   mesh?: { token(): Promise<string> };
+  /** Deadline of unary calls that set none (10 s). Server streams get no default deadline. */
   defaultTimeoutMs?: number;
   /**
    * Wait (within the deadline) for the target to be reachable instead of failing at once:
@@ -77,7 +79,7 @@ export function createServiceClient<S extends DescService>(
   const client = new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
 
-  const prepare = async (opts: CallOptions | undefined) => {
+  const prepare = async (opts: CallOptions | undefined, defaultMs: number | undefined) => {
     const md = new grpc.Metadata({ waitForReady: options.waitForReady ?? false });
     const inbound = inboundCall.getStore();
     if (options.mesh) md.set(MESH_TOKEN_HEADER, await options.mesh.token());
@@ -86,7 +88,8 @@ export function createServiceClient<S extends DescService>(
     md.set(REQUEST_ID_HEADER, inbound?.ctx.requestId ?? randomUUID());
     if (inbound) md.set("x-forwarded-for", inbound.ctx.clientIp);
     for (const [k, v] of Object.entries(opts?.headers ?? {})) md.set(k, v);
-    const callOptions: grpc.CallOptions = { deadline: Date.now() + (opts?.timeoutMs ?? defaultTimeoutMs) };
+    const timeoutMs = opts?.timeoutMs ?? defaultMs;
+    const callOptions: grpc.CallOptions = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
     if (inbound) {
       callOptions.parent = inbound.call;
       callOptions.propagate_flags = grpc.propagate.DEADLINE | grpc.propagate.CANCELLATION;
@@ -101,7 +104,7 @@ export function createServiceClient<S extends DescService>(
     const deserialize = (b: Buffer) => fromBinary(method.output, b);
     if (method.methodKind === "unary") {
       methods[method.localName] = async (request: MessageInitShape<DescMessage>, opts?: CallOptions) => {
-        const { md, callOptions } = await prepare(opts);
+        const { md, callOptions } = await prepare(opts, defaultTimeoutMs);
         opts?.signal?.throwIfAborted();
         return new Promise((resolve, reject) => {
           const call = client.makeUnaryRequest(
@@ -136,10 +139,14 @@ async function* streamCall(
   serialize: (m: MessageShape<DescMessage>) => Buffer,
   deserialize: (b: Buffer) => MessageShape<DescMessage>,
   request: MessageInitShape<DescMessage>,
-  prepare: (o: CallOptions | undefined) => Promise<{ md: grpc.Metadata; callOptions: grpc.CallOptions }>,
+  prepare: (
+    o: CallOptions | undefined,
+    defaultMs: undefined,
+  ) => Promise<{ md: grpc.Metadata; callOptions: grpc.CallOptions }>,
   opts: CallOptions | undefined,
 ): AsyncGenerator<MessageShape<DescMessage>> {
-  const { md, callOptions } = await prepare(opts);
+  const { md, callOptions } = await prepare(opts, undefined);
+  opts?.signal?.throwIfAborted();
   const stream = client.makeServerStreamRequest(
     path,
     serialize,

@@ -79,15 +79,15 @@ export function envReader(source: Source = process.env) {
 
 export type EnvReader = ReturnType<typeof envReader>;
 
-/** Settings every service shares. */
-export interface BaseConfig {
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
+/** Settings of every process of the mesh, the gateway included. */
+export interface CommonConfig {
   serviceName: string;
   host: string;
   port: number;
-  metricsPort: number;
-  databaseUrl: string;
   natsUrl: string;
-  meshSecret: string;
+  /** auth's gRPC target: its JWKS verifies access tokens. */
   authAddr: string;
   tokenIssuer: string;
   tokenAudience: string;
@@ -95,20 +95,47 @@ export interface BaseConfig {
   shutdownTimeoutMs: number;
 }
 
-/** Reads the settings every service shares; `defaultPort` is the service's gRPC port. */
-export function readBaseConfig(env: EnvReader, serviceName: string, defaultPort: number): BaseConfig {
+/** Reads the settings of every process; `defaultPort` is the one it listens on. */
+export function readCommonConfig(env: EnvReader, serviceName: string, defaultPort: number): CommonConfig {
   return {
     serviceName,
     host: env.string("HOST", "0.0.0.0"),
     port: env.int("PORT", defaultPort, 0, 65535),
-    metricsPort: env.int("METRICS_PORT", 9464, 0, 65535),
-    databaseUrl: env.url("DATABASE_URL", ["postgres", "postgresql"]),
     natsUrl: env.string("NATS_URL"),
-    meshSecret: env.secret("MESH_SECRET", 32),
     authAddr: env.string("AUTH_ADDR", "dns:///127.0.0.1:50051"),
     tokenIssuer: env.string("TOKEN_ISSUER", "protomesh"),
     tokenAudience: env.string("TOKEN_AUDIENCE", "protomesh"),
-    logLevel: env.oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
+    logLevel: env.oneOf("LOG_LEVEL", LOG_LEVELS, "info"),
     shutdownTimeoutMs: env.int("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+  };
+}
+
+/** Settings every service shares. */
+export interface BaseConfig extends CommonConfig {
+  metricsPort: number;
+  databaseUrl: string;
+  meshSecret: string;
+  /** Replicas of the streams this service owns (3 on a NATS cluster). */
+  streamReplicas: number;
+}
+
+/** Reads the settings every service shares; `defaultPort` is the service's gRPC port. */
+export function readBaseConfig(env: EnvReader, serviceName: string, defaultPort: number): BaseConfig {
+  return {
+    ...readCommonConfig(env, serviceName, defaultPort),
+    metricsPort: env.int("METRICS_PORT", 9464, 0, 65535),
+    databaseUrl: env.url("DATABASE_URL", ["postgres", "postgresql"]),
+    meshSecret: env.secret("MESH_SECRET", 32),
+    streamReplicas: env.int("NATS_STREAM_REPLICAS", 1, 1, 5),
+  };
+}
+
+/** Reads a service's environment when it needs nothing beyond the shared settings. */
+export function readServiceConfig(serviceName: string, defaultPort: number) {
+  return (source: Record<string, string | undefined> = process.env): BaseConfig => {
+    const env = envReader(source);
+    const config = readBaseConfig(env, serviceName, defaultPort);
+    env.done();
+    return config;
   };
 }

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import { randomUUID } from "node:crypto";
 import type { ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import type { UserIdentity } from "./caller.ts";
 import { Code, ConnectError } from "./errors.ts";
@@ -16,7 +17,10 @@ export interface CallContext {
   /** The access token as received, so calls made on the user's behalf can forward it. */
   accessToken: string | undefined;
   deadline: Date | undefined;
-  /** Aborted when the caller cancels or the deadline passes. */
+  /**
+   * Aborted when the caller cancels, the deadline passes, or the server stops (at once for
+   * streams, after the drain timeout for unary calls).
+   */
   signal: AbortSignal;
   log: Logger;
 }
@@ -34,3 +38,14 @@ export interface InboundCall {
 }
 
 export const inboundCall = new AsyncLocalStorage<InboundCall>();
+
+export const REQUEST_ID_HEADER = "x-request-id";
+const SAFE_REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+/**
+ * The one request-id rule of the gateway and the services: keep the caller's id when it is
+ * short and plain (so it can be logged and forwarded safely), otherwise make a new one.
+ */
+export function requestIdOf(offered: string | undefined | null): string {
+  return offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
+}

@@ -19,9 +19,20 @@ import {
 } from "nats";
 import { type Pool, type Tx, withTransaction } from "./db.ts";
 import type { Logger } from "./logger.ts";
-import { DEAD_LETTER_STREAM, ensureStream, streamOf } from "./nats.ts";
+import { eventsHandled, outboxFailures, outboxPublished } from "./metrics.ts";
+import { deadLetterSubject } from "./nats.ts";
 
 export const EVENT_TYPE_HEADER = "Protomesh-Event-Type";
+/** The event id; also Nats-Msg-Id, except on a replay, which must not be dropped as a duplicate. */
+export const EVENT_ID_HEADER = "Protomesh-Event-Id";
+/** Headers of a dead letter: where the event is and why it failed. */
+export const DEAD_LETTER_HEADERS = {
+  stream: "Protomesh-Original-Stream",
+  seq: "Protomesh-Original-Seq",
+  subject: "Protomesh-Original-Subject",
+  consumer: "Protomesh-Consumer",
+  error: "Protomesh-Error",
+} as const;
 
 /** The subject an event message declares in its contract. */
 export function subjectOf(schema: DescMessage): string {
@@ -91,13 +102,16 @@ export function createOutboxRelay(opts: {
         rows.map((r) => {
           const h = natsHeaders();
           h.set(EVENT_TYPE_HEADER, r.type);
+          h.set(EVENT_ID_HEADER, r.id);
           return js.publish(r.subject, r.payload, { msgID: r.id, headers: h, timeout: 5_000 });
         }),
       );
       const published = rows.filter((_, i) => results[i]?.status === "fulfilled").map((r) => r.id);
+      outboxPublished.inc(published.length);
       if (published.length > 0) await tx.query("DELETE FROM outbox WHERE id = ANY($1)", [published]);
       const failed = results.find((r) => r.status === "rejected");
       if (failed) {
+        outboxFailures.inc(rows.length - published.length);
         await tx.query("UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1)", [
           rows.map((r) => r.id).filter((id) => !published.includes(id)),
         ]);
@@ -178,13 +192,16 @@ export function createOutboxRelay(opts: {
   };
 }
 
-/** Delivery details a consumer handler may use. */
+/** Delivery details a handler may use. */
 export interface EventMeta {
   eventId: string;
   subject: string;
   deliveryCount: number;
+  /** When JetStream stored the event. */
+  time: Date;
 }
 
+/** A durable, at-least-once consumer whose handler runs once per event id. */
 export interface ConsumerSpec<D extends DescMessage = DescMessage> {
   /** Durable name, named for its purpose, e.g. "notify-welcome-emails". */
   durable: string;
@@ -202,28 +219,118 @@ export function consumer<D extends DescMessage>(spec: ConsumerSpec<D>): Consumer
 }
 
 /**
+ * A per-replica, non-durable subscription: every replica sees every event (fan-out to open
+ * streams, cache invalidation, denylists). Nothing is acked or retried; a handler error is
+ * logged. A replica that starts late replays the last `sinceMs` of events first.
+ */
+export interface SubscriptionSpec<D extends DescMessage = DescMessage> {
+  /** For logs and metrics, e.g. "notify-inbox-fanout". */
+  name: string;
+  event: D;
+  handle: (event: MessageShape<D>, meta: EventMeta) => void | Promise<void>;
+  sinceMs?: number;
+}
+
+/** Pairs an event schema with a handler whose types it checks. */
+export function subscription<D extends DescMessage>(spec: SubscriptionSpec<D>): SubscriptionSpec {
+  return spec as unknown as SubscriptionSpec;
+}
+
+/** A consumer or subscription running in the background; bound once its stream exists. */
+export interface RunningListener {
+  name: string;
+  /** True once bound to its stream (the producer declares streams; we only look them up). */
+  bound(): boolean;
+  stop(): Promise<void>;
+}
+
+type Deps = { js: JetStreamClient; jsm: JetStreamManager; log: Logger };
+
+const eventIdOf = (m: JsMsg) =>
+  m.headers?.get(EVENT_ID_HEADER) || m.headers?.get("Nats-Msg-Id") || `${m.info.stream}:${m.seq}`;
+
+const metaOf = (m: JsMsg): EventMeta => ({
+  eventId: eventIdOf(m),
+  subject: m.subject,
+  deliveryCount: m.info.deliveryCount,
+  time: new Date(Math.floor(m.info.timestampNanos / 1e6)),
+});
+
+/**
+ * Keeps a listener bound to the stream that holds its subject: waits for the owner to create
+ * the stream, binds, consumes until stopped, and binds again after anything goes wrong.
+ */
+function runListener(
+  name: string,
+  subject: string,
+  deps: Deps,
+  bind: (stream: string) => Promise<AsyncIterable<JsMsg> & { close(): Promise<unknown> }>,
+  handle: (m: JsMsg) => Promise<void>,
+): RunningListener {
+  const log = deps.log.child({ listener: name });
+  const stopping = new AbortController();
+  let messages: { close(): Promise<unknown> } | undefined;
+  let bound = false;
+  let warned = false;
+  const loop = (async () => {
+    let delay = 200;
+    while (!stopping.signal.aborted) {
+      try {
+        const stream = await deps.jsm.streams.find(subject);
+        const iter = await bind(stream);
+        messages = iter;
+        if (stopping.signal.aborted) await iter.close();
+        bound = true;
+        warned = false;
+        delay = 200;
+        log.debug({ stream, subject }, "bound");
+        for await (const m of iter) {
+          await handle(m).catch((err) => log.error({ err }, "failed to settle a message"));
+        }
+      } catch (err) {
+        if (stopping.signal.aborted) break;
+        // Usually the producer has not declared its stream yet: normal while a mesh starts.
+        if (!warned) log.warn({ err: (err as Error).message, subject }, "not bound; retrying");
+        warned = true;
+      }
+      bound = false;
+      if (stopping.signal.aborted) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        const onStop = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        stopping.signal.addEventListener("abort", onStop, { once: true });
+      });
+      delay = Math.min(delay * 2, 5_000);
+    }
+  })();
+  return {
+    name,
+    bound: () => bound,
+    async stop() {
+      stopping.abort();
+      await messages?.close().catch(() => {});
+      await loop;
+    },
+  };
+}
+
+/**
  * Runs a durable JetStream consumer: explicit acks, idempotent by event id (a processed_events
  * row written in the handler's transaction), retries with backoff, and after maxDeliver
- * failures the message goes to the dead-letter stream.
+ * failures a dead letter pointing at the event.
  */
-export async function startConsumer(
+export function startConsumer(
   spec: ConsumerSpec,
-  deps: {
-    js: JetStreamClient;
-    jsm: JetStreamManager;
-    pool: Pool;
-    log: Logger;
-    beforeAck?: (eventId: string) => Promise<void>;
-  },
-) {
+  deps: Deps & { pool: Pool; beforeAck?: (eventId: string) => Promise<void> },
+): RunningListener {
   const { js, jsm, pool } = deps;
   const log = deps.log.child({ consumer: spec.durable });
   const subject = subjectOf(spec.event);
-  const stream = streamOf(subject);
   const maxDeliver = spec.maxDeliver ?? 5;
   const backoffMs = spec.backoffMs ?? [1_000, 5_000, 30_000, 60_000];
-  await ensureStream(jsm, stream, [`${stream.toLowerCase()}.>`]);
-  await ensureStream(jsm, DEAD_LETTER_STREAM, ["dlq.>"]);
   const config = {
     durable_name: spec.durable,
     ack_policy: AckPolicy.Explicit,
@@ -233,70 +340,112 @@ export async function startConsumer(
     // The server's own bound, in case the process dies on every attempt (a poison message).
     max_deliver: maxDeliver + 1,
   };
-  try {
-    await jsm.consumers.info(stream, spec.durable);
-    await jsm.consumers.update(stream, spec.durable, {
-      ack_wait: config.ack_wait,
-      max_deliver: config.max_deliver,
-    });
-  } catch {
-    await jsm.consumers.add(stream, config);
-  }
-  const c = await js.consumers.get(stream, spec.durable);
-  const messages = await c.consume({ max_messages: 32 });
+  const counted = (outcome: string) => eventsHandled.inc({ consumer: spec.durable, outcome });
 
   const deadLetter = async (m: JsMsg, eventId: string, reason: string) => {
     const h = natsHeaders();
-    for (const [k, v] of m.headers ?? []) for (const value of v) if (k !== "Nats-Msg-Id") h.append(k, value);
-    h.set("Protomesh-Original-Subject", m.subject);
-    h.set("Protomesh-Error", reason.slice(0, 500));
-    await js.publish(`dlq.${spec.durable}`, m.data, { headers: h, msgID: `${spec.durable}:${eventId}` });
+    h.set(EVENT_ID_HEADER, eventId);
+    h.set(EVENT_TYPE_HEADER, m.headers?.get(EVENT_TYPE_HEADER) ?? spec.event.typeName);
+    h.set(DEAD_LETTER_HEADERS.stream, m.info.stream);
+    h.set(DEAD_LETTER_HEADERS.seq, String(m.seq));
+    h.set(DEAD_LETTER_HEADERS.subject, m.subject);
+    h.set(DEAD_LETTER_HEADERS.consumer, spec.durable);
+    h.set(DEAD_LETTER_HEADERS.error, reason.replace(/[\r\n]+/g, " ").slice(0, 500));
+    await js.publish(deadLetterSubject(m.info.stream, spec.durable), new Uint8Array(), {
+      headers: h,
+      msgID: `${spec.durable}:${eventId}`,
+    });
     m.term();
+    counted("dead_letter");
     log.error({ eventId, reason }, "event dead-lettered");
   };
 
   const handleOne = async (m: JsMsg) => {
-    const eventId = m.headers?.get("Nats-Msg-Id") || `${stream}:${m.seq}`;
+    const meta = metaOf(m);
     let event: MessageShape<DescMessage>;
     try {
       event = fromBinary(spec.event, m.data);
     } catch (err) {
-      await deadLetter(m, eventId, `undecodable: ${(err as Error).message}`);
+      await deadLetter(m, meta.eventId, `undecodable: ${(err as Error).message}`);
       return;
     }
+    let fresh = true;
     try {
       await withTransaction(pool, async (tx) => {
-        const fresh = await tx.query(
+        const row = await tx.query(
           "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-          [spec.durable, eventId],
+          [spec.durable, meta.eventId],
         );
-        if (fresh.rowCount === 0) return;
-        await spec.handle(event, { eventId, subject: m.subject, deliveryCount: m.info.deliveryCount }, tx);
+        fresh = row.rowCount !== 0;
+        if (fresh) await spec.handle(event, meta, tx);
       });
     } catch (err) {
       if (m.info.deliveryCount >= maxDeliver) {
-        await deadLetter(m, eventId, (err as Error).message ?? String(err));
+        await deadLetter(m, meta.eventId, (err as Error).message ?? String(err));
       } else {
         const delay = backoffMs[Math.min(m.info.deliveryCount - 1, backoffMs.length - 1)] ?? 1_000;
-        log.warn({ err, eventId, attempt: m.info.deliveryCount }, "event handling failed; will retry");
+        log.warn(
+          { err, eventId: meta.eventId, attempt: m.info.deliveryCount },
+          "event handling failed; will retry",
+        );
+        counted("retry");
         m.nak(delay);
       }
       return;
     }
-    await deps.beforeAck?.(eventId);
+    await deps.beforeAck?.(meta.eventId);
     m.ack();
+    counted(fresh ? "ok" : "duplicate");
   };
 
-  const loop = (async () => {
-    for await (const m of messages) {
-      await handleOne(m).catch((err) => log.error({ err }, "consumer failed to settle a message"));
-    }
-  })();
-
-  return {
-    async stop() {
-      await messages.close();
-      await loop;
+  return runListener(
+    spec.durable,
+    subject,
+    deps,
+    async (stream) => {
+      try {
+        await jsm.consumers.info(stream, spec.durable);
+        await jsm.consumers.update(stream, spec.durable, {
+          ack_wait: config.ack_wait,
+          max_deliver: config.max_deliver,
+        });
+      } catch {
+        await jsm.consumers.add(stream, config);
+      }
+      return (await js.consumers.get(stream, spec.durable)).consume({ max_messages: 32 });
     },
-  };
+    handleOne,
+  );
+}
+
+/** Runs a per-replica subscription on an ordered, ephemeral JetStream consumer. */
+export function startSubscription(spec: SubscriptionSpec, deps: Deps): RunningListener {
+  const subject = subjectOf(spec.event);
+  const log = deps.log.child({ subscription: spec.name });
+  return runListener(
+    spec.name,
+    subject,
+    deps,
+    async (stream) => {
+      const c = await deps.js.consumers.get(stream, {
+        filterSubjects: subject,
+        ...(spec.sinceMs
+          ? {
+              deliver_policy: DeliverPolicy.StartTime,
+              opt_start_time: new Date(Date.now() - spec.sinceMs).toISOString(),
+            }
+          : { deliver_policy: DeliverPolicy.New }),
+      });
+      return c.consume();
+    },
+    async (m) => {
+      try {
+        await spec.handle(fromBinary(spec.event, m.data), metaOf(m));
+        eventsHandled.inc({ consumer: spec.name, outcome: "ok" });
+      } catch (err) {
+        eventsHandled.inc({ consumer: spec.name, outcome: "error" });
+        log.error({ err, eventId: eventIdOf(m) }, "subscription handler failed");
+      }
+    },
+  );
 }

@@ -1,35 +1,51 @@
-import type * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation, service as healthService } from "grpc-health-check";
+import { channelOptions } from "./client.ts";
 import type { Logger } from "./logger.ts";
 
 /** A named dependency check; true when the dependency answers. */
 export type HealthCheck = { name: string; check: () => Promise<boolean> };
 
+/** Health names besides "" and the service names. */
+export const HEALTH = {
+  /** Always SERVING while the process runs: what liveness and startup probes ask. */
+  liveness: "liveness",
+  /** NATS and every consumer and subscription bound: the event-driven parts, apart from readiness. */
+  events: "events",
+} as const;
+
 /**
- * grpc.health.v1 for a server: SERVING only while every dependency check passes, re-evaluated
- * on an interval so that probes and balancers see an outage within seconds.
+ * grpc.health.v1 for a server, re-evaluated on an interval so probes and balancers see a change
+ * within seconds. "" and the service names (readiness) are SERVING while the service can serve
+ * its calls: the `ready` checks (its database). A NATS outage does not make it unready, since the
+ * outbox absorbs it: it shows under "events", in metrics and in logs.
  */
-export function createHealth(serviceNames: string[], checks: HealthCheck[], log: Logger, intervalMs = 2_000) {
-  // "liveness" answers SERVING while the process runs: Kubernetes liveness probes ask for it, so
-  // a database outage makes pods unready (""), never restarts them.
-  const impl = new HealthImplementation({ "": "NOT_SERVING", liveness: "SERVING" });
+export function createHealth(
+  serviceNames: string[],
+  checks: { ready: HealthCheck[]; events: HealthCheck[] },
+  log: Logger,
+  intervalMs = 2_000,
+) {
+  const impl = new HealthImplementation({ "": "NOT_SERVING", [HEALTH.liveness]: "SERVING" });
   let timer: NodeJS.Timeout | undefined;
   let draining = false;
-  let last: boolean | undefined;
-  const set = (status: "SERVING" | "NOT_SERVING") => {
-    for (const name of ["", ...serviceNames]) impl.setStatus(name, status);
+  const last: Record<string, boolean | undefined> = {};
+  const run = async (group: string, list: HealthCheck[]) => {
+    const results = await Promise.all(list.map((c) => c.check().catch(() => false)));
+    const ok = results.every(Boolean);
+    if (ok !== last[group]) {
+      const failing = list.filter((_, i) => !results[i]).map((c) => c.name);
+      if (ok) log.info({ health: group }, "serving");
+      else log.warn({ health: group, failing }, "not serving");
+      last[group] = ok;
+    }
+    return ok ? "SERVING" : "NOT_SERVING";
   };
   const evaluate = async () => {
-    const results = await Promise.all(checks.map((c) => c.check().catch(() => false)));
-    const healthy = results.every(Boolean);
+    const [ready, events] = await Promise.all([run("ready", checks.ready), run("events", checks.events)]);
     if (draining) return;
-    if (healthy !== last) {
-      const failing = checks.filter((_, i) => !results[i]).map((c) => c.name);
-      if (healthy) log.info("serving");
-      else log.warn({ failing }, "not serving");
-      last = healthy;
-    }
-    set(healthy ? "SERVING" : "NOT_SERVING");
+    for (const name of ["", ...serviceNames]) impl.setStatus(name, ready);
+    impl.setStatus(HEALTH.events, events);
   };
   return {
     addTo(server: grpc.Server) {
@@ -45,7 +61,37 @@ export function createHealth(serviceNames: string[], checks: HealthCheck[], log:
     drain() {
       draining = true;
       clearInterval(timer);
-      set("NOT_SERVING");
+      for (const name of ["", ...serviceNames, HEALTH.events]) impl.setStatus(name, "NOT_SERVING");
     },
+  };
+}
+
+const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health");
+const check = healthService.Check as grpc.MethodDefinition<object, { status: string }>;
+
+/** A grpc.health.v1 client, for readiness checks across the mesh and for tests. */
+export function createHealthClient(target: string) {
+  const client = new HealthClient(target, grpc.credentials.createInsecure(), channelOptions);
+  return {
+    /** The status of `service` ("" for the whole server), or "UNREACHABLE" when it does not answer in time. */
+    check: (service = "", timeoutMs = 1_000) =>
+      new Promise<string>((resolve) =>
+        client.makeUnaryRequest(
+          "/grpc.health.v1.Health/Check",
+          (m: object) => check.requestSerialize(m),
+          (b: Buffer) => check.responseDeserialize(b),
+          { service },
+          { deadline: Date.now() + timeoutMs },
+          (err, res) =>
+            resolve(
+              err
+                ? err.code === grpc.status.NOT_FOUND
+                  ? "SERVICE_UNKNOWN"
+                  : "UNREACHABLE"
+                : (res?.status ?? "UNKNOWN"),
+            ),
+        ),
+      ),
+    close: () => client.close(),
   };
 }

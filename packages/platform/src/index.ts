@@ -1,16 +1,58 @@
-export * from "./access.ts";
-export * from "./caller.ts";
-export * from "./client.ts";
-export * from "./config.ts";
-export * from "./context.ts";
-export * from "./db.ts";
-export * from "./errors.ts";
-export * from "./events.ts";
-export * from "./health.ts";
-export * from "./logger.ts";
-export * from "./metrics.ts";
-export * from "./nats.ts";
-export * from "./reflection.ts";
-export * from "./server.ts";
-export * from "./service.ts";
-export * from "./validation.ts";
+// The platform's public API: what services, the gateway and tools use. Everything else in
+// this package is internal and may change without notice.
+export { Access, ADMIN_ROLE, accessOf, bearerToken, checkAccess } from "./access.ts";
+export {
+  ACCESS_TOKEN_ALG,
+  ACCESS_TOKEN_TYPE,
+  type AccessTokenVerifier,
+  createAccessTokenVerifier,
+  createMeshCredentials,
+  createRevocationList,
+  type RevocationList,
+  type UserIdentity,
+} from "./caller.ts";
+export { type CallOptions, createServiceClient, type ServiceClient } from "./client.ts";
+export {
+  type BaseConfig,
+  type CommonConfig,
+  ConfigError,
+  type EnvReader,
+  envReader,
+  readBaseConfig,
+  readCommonConfig,
+  readServiceConfig,
+} from "./config.ts";
+export { type CallContext, REQUEST_ID_HEADER, requestIdOf, requireUser } from "./context.ts";
+export { createPool, type Pool, type Tx, withTransaction } from "./db.ts";
+export { type DeadLetter, listDeadLetters, replayDeadLetter } from "./dead-letters.ts";
+export { Code, ConnectError, fail } from "./errors.ts";
+export {
+  addEvent,
+  type ConsumerSpec,
+  consumer,
+  DEAD_LETTER_HEADERS,
+  EVENT_ID_HEADER,
+  EVENT_TYPE_HEADER,
+  type EventMeta,
+  type SubscriptionSpec,
+  subjectOf,
+  subscription,
+} from "./events.ts";
+export { createHealthClient, HEALTH } from "./health.ts";
+export { createHub, type Hub } from "./hub.ts";
+export { createLogger, type Logger } from "./logger.ts";
+export { metrics, statusName } from "./metrics.ts";
+export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
+export { bindService, type ServiceHandlers } from "./server.ts";
+export {
+  followRevocations,
+  jwksFromAuth,
+  type RunningService,
+  runMain,
+  type ServiceDeps,
+  type ServiceModule,
+  type ServiceParts,
+  type ServiceSpec,
+  startService,
+  type Worker,
+} from "./service.ts";

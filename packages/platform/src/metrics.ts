@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** One registry per process: default Node metrics (event-loop lag included) plus ours. */
 export const metrics = new Registry();
@@ -19,6 +19,59 @@ export const rpcSeconds = new Histogram({
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
   registers: [metrics],
 });
+
+export const natsConnected = new Gauge({
+  name: "protomesh_nats_connected",
+  help: "1 while this process is connected to NATS; an outage is absorbed by the outbox.",
+  registers: [metrics],
+});
+
+export const outboxPublished = new Counter({
+  name: "protomesh_outbox_published_total",
+  help: "Events the outbox relay published to JetStream.",
+  registers: [metrics],
+});
+
+export const outboxFailures = new Counter({
+  name: "protomesh_outbox_publish_failures_total",
+  help: "Outbox publish attempts that failed (NATS unreachable); the events stay and are retried.",
+  registers: [metrics],
+});
+
+export const eventsHandled = new Counter({
+  name: "protomesh_events_handled_total",
+  help: "Events handled by consumers and subscriptions, by outcome (ok, retry, dead_letter, duplicate).",
+  labelNames: ["consumer", "outcome"],
+  registers: [metrics],
+});
+
+/**
+ * The one spelling of a status code in logs and metrics: gRPC's canonical names
+ * (OK, INVALID_ARGUMENT, …), whichever protocol the call came in on.
+ */
+export function statusName(code: number): string {
+  return STATUS_NAMES[code] ?? String(code);
+}
+
+const STATUS_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
 
 /** Serves GET /metrics in the Prometheus text format; resolves with the bound port. */
 export async function startMetricsServer(

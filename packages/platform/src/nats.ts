@@ -1,5 +1,13 @@
-import { connect, type JetStreamManager, type NatsConnection, RetentionPolicy, StorageType } from "nats";
+import {
+  connect,
+  type JetStreamManager,
+  type NatsConnection,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "nats";
 import type { Logger } from "./logger.ts";
+import { natsConnected } from "./metrics.ts";
 
 /** A NATS connection that reconnects forever and knows whether it is connected right now. */
 export async function connectNats(url: string, name: string, log: Logger) {
@@ -15,54 +23,127 @@ export async function connectNats(url: string, name: string, log: Logger) {
     for await (const s of nc.status()) {
       if (s.type === "disconnect") {
         connected = false;
+        natsConnected.set(0);
         log.warn("nats disconnected");
       } else if (s.type === "reconnect") {
         connected = true;
+        natsConnected.set(1);
         log.info("nats reconnected");
       }
     }
   })();
+  natsConnected.set(1);
   return { nc, isConnected: () => connected && !nc.isClosed() };
 }
 
-/** The JetStream stream that holds a subject's events: one stream per owning service. */
-export function streamOf(subject: string): string {
-  const owner = subject.split(".")[0];
-  if (!owner) throw new Error(`bad event subject "${subject}"`);
-  return owner.toUpperCase();
+/**
+ * A JetStream stream as its owner declares it. The owning service creates it at start and
+ * updates it when the declaration changes; consumers only look streams up, never create them.
+ */
+export interface StreamSpec {
+  /** e.g. "AUTH". */
+  name: string;
+  /** e.g. ["auth.>"]: every event the owner emits must fall under one of these. */
+  subjects: string[];
+  /** How long an event is kept. Events that carry secrets (codes) must not outlive them. */
+  maxAgeMs: number;
+  /** Replicas in a NATS cluster; the deployment's NATS_STREAM_REPLICAS when unset. */
+  replicas?: number;
+  /** Window in which a republished event id is dropped as a duplicate (default 2 min, at most maxAgeMs). */
+  duplicateWindowMs?: number;
 }
 
-export const DEAD_LETTER_STREAM = "DLQ";
+const MS = 1e6; // JetStream durations are nanoseconds.
 
-const DAY_NS = 24 * 3600 * 1e9;
+/** Checks a declaration once, where it is written. */
+export function defineStream(spec: StreamSpec): StreamSpec {
+  if (!/^[A-Z][A-Z0-9_]*$/.test(spec.name)) throw new Error(`stream name "${spec.name}" must be UPPER_SNAKE`);
+  if (spec.subjects.length === 0) throw new Error(`stream ${spec.name} has no subjects`);
+  if (!(spec.maxAgeMs > 0)) throw new Error(`stream ${spec.name} needs a positive maxAgeMs`);
+  return spec;
+}
 
-/** Creates the stream if missing (idempotent across replicas and restarts). */
-export async function ensureStream(
+/**
+ * Dead letters of a stream live in a companion stream with the same retention and carry no
+ * payload, only where the event is (stream and sequence) and why it failed: nothing in them
+ * outlives the event, and a secret never lands in a second place.
+ */
+export const deadLetterStream = (stream: string) => `${stream}_DLQ`;
+export const deadLetterSubject = (stream: string, durable: string) => `dlq.${stream}.${durable}`;
+
+function streamConfig(spec: StreamSpec, defaultReplicas: number): Partial<StreamConfig> & { name: string } {
+  const duplicateWindowMs = Math.min(spec.duplicateWindowMs ?? 120_000, spec.maxAgeMs);
+  return {
+    name: spec.name,
+    subjects: spec.subjects,
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    max_age: spec.maxAgeMs * MS,
+    num_replicas: spec.replicas ?? defaultReplicas,
+    duplicate_window: duplicateWindowMs * MS,
+  };
+}
+
+/** Creates the stream, or updates it when its declaration changed (idempotent across replicas). */
+async function ensureOne(
   jsm: JetStreamManager,
-  name: string,
-  subjects: string[],
-  maxAgeDays = 30,
-): Promise<void> {
+  config: Partial<StreamConfig> & { name: string },
+  log: Logger,
+) {
+  let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
   try {
-    await jsm.streams.info(name);
+    info = await jsm.streams.info(config.name);
   } catch {
     try {
-      await jsm.streams.add({
-        name,
-        subjects,
-        storage: StorageType.File,
-        retention: RetentionPolicy.Limits,
-        max_age: maxAgeDays * DAY_NS,
-        // The window within which a republished Nats-Msg-Id is dropped as a duplicate.
-        duplicate_window: 2 * 60 * 1e9,
-      });
+      await jsm.streams.add(config);
+      log.info({ stream: config.name }, "created stream");
+      return;
     } catch (err) {
       // Another replica may have created it between our two calls.
-      await jsm.streams.info(name).catch(() => {
+      info = await jsm.streams.info(config.name).catch(() => {
         throw err;
       });
     }
   }
+  const current = info.config;
+  const changed = (["max_age", "num_replicas", "duplicate_window"] as const).filter(
+    (k) => current[k] !== config[k],
+  );
+  if (JSON.stringify([...current.subjects].sort()) !== JSON.stringify([...(config.subjects ?? [])].sort())) {
+    changed.push("subjects" as never);
+  }
+  if (changed.length === 0) return;
+  await jsm.streams.update(config.name, { ...current, ...config });
+  log.info({ stream: config.name, changed }, "updated stream to its declaration");
+}
+
+/** Creates or updates a declared stream and its dead-letter companion. */
+export async function ensureStream(
+  jsm: JetStreamManager,
+  spec: StreamSpec,
+  log: Logger,
+  defaultReplicas = 1,
+) {
+  await ensureOne(jsm, streamConfig(spec, defaultReplicas), log);
+  await ensureOne(
+    jsm,
+    streamConfig(
+      { ...spec, name: deadLetterStream(spec.name), subjects: [deadLetterSubject(spec.name, ">")] },
+      defaultReplicas,
+    ),
+    log,
+  );
+}
+
+/** True when a NATS subject matches a pattern with `*` (one token) and `>` (the rest). */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
 }
 
 export type { NatsConnection };

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { type EventEmitter, once } from "node:events";
 import {
   create,
@@ -12,13 +11,13 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
-import { Access, ADMIN_ROLE, accessOf } from "./access.ts";
+import type * as grpc from "@grpc/grpc-js";
+import { Access, accessOf, bearerToken, checkAccess } from "./access.ts";
 import type { AccessTokenVerifier, UserIdentity } from "./caller.ts";
-import { type CallContext, inboundCall } from "./context.ts";
+import { type CallContext, inboundCall, REQUEST_ID_HEADER, requestIdOf } from "./context.ts";
 import { Code, ConnectError, toPublicError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
-import { rpcHandled, rpcSeconds } from "./metrics.ts";
+import { rpcHandled, rpcSeconds, statusName } from "./metrics.ts";
 import { validateRequest } from "./validation.ts";
 
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
@@ -57,24 +56,23 @@ export interface CallerAuth {
   meshToken: (token: string) => Promise<string>;
 }
 
+/**
+ * How a server stops: `streams` aborts at once (open-ended streams end with UNAVAILABLE so
+ * clients reconnect elsewhere), `calls` when the drain timeout is over (unary calls still running).
+ */
+export interface StopSignals {
+  streams: AbortSignal;
+  calls: AbortSignal;
+}
+
 export const MESH_TOKEN_HEADER = "x-mesh-token";
-export const REQUEST_ID_HEADER = "x-request-id";
-const SAFE_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 function first(md: grpc.Metadata, key: string): string | undefined {
   const v = md.get(key)[0];
   return typeof v === "string" && v !== "" ? v : undefined;
 }
 
-function bearer(md: grpc.Metadata): string | undefined {
-  const h = first(md, "authorization");
-  if (!h) return undefined;
-  const m = /^Bearer\s+(\S+)$/i.exec(h);
-  if (!m) throw new ConnectError("authorization must be a Bearer token", Code.Unauthenticated);
-  return m[1];
-}
-
-/** Checks the caller against the method's access level before any handler runs. */
+/** Learns who calls, then applies the method's access level before any handler runs. */
 async function authorize(
   level: Access,
   md: grpc.Metadata,
@@ -85,15 +83,10 @@ async function authorize(
   let user: UserIdentity | undefined;
   let accessToken: string | undefined;
   if (level === Access.USER || level === Access.ADMIN) {
-    accessToken = bearer(md);
+    accessToken = bearerToken(first(md, "authorization"));
     if (accessToken) user = await auth.accessTokens.verify(accessToken);
-    if (!user && !service) throw new ConnectError("missing access token", Code.Unauthenticated);
-    if (level === Access.ADMIN && !service && !user?.roles.includes(ADMIN_ROLE)) {
-      throw new ConnectError("this method needs the admin role", Code.PermissionDenied);
-    }
-  } else if (level === Access.INTERNAL && !service) {
-    throw new ConnectError("this method is internal to the mesh", Code.PermissionDenied);
   }
+  checkAccess(level, { user, service });
   return { user, service, accessToken };
 }
 
@@ -113,12 +106,24 @@ function clientIp(call: { metadata: grpc.Metadata; getPeer(): string }): string 
     .replace(/:\d+$/, "");
 }
 
+const SHUTTING_DOWN = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+
+/** Resolves as the promise does, or rejects as soon as the signal aborts. */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /**
  * Builds the grpc-js definition of a service: binary (de)serialisation from the protobuf-es
  * descriptors, and every handler wrapped so that access is enforced, the request validated,
  * the handler awaited, and whatever it throws mapped to a safe status.
  */
-function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger) {
+function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, stop: StopSignals) {
   const definition: Record<
     string,
     grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>
@@ -142,17 +147,30 @@ function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger) {
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
       originalName: method.localName,
     };
-    const run = createCallRunner(binding.service, method, auth, log);
+    const run = createCallRunner(binding.service, method, auth, log, stop);
     implementation[method.name] = streaming
       ? (call: grpc.ServerWritableStream<MessageShape<DescMessage>, unknown>) => {
           run(call, async (ctx) => {
-            for await (const out of (impl as StreamImpl<DescMessage, DescMessage>)(call.request, ctx)) {
-              if (call.cancelled) return;
-              if (!call.write(create(method.output, out))) await once(call, "drain", { signal: ctx.signal });
+            // Iterated by hand so that a stop or a cancel ends the stream even while the handler
+            // waits for its next message and ignores ctx.signal.
+            const it = (impl as StreamImpl<DescMessage, DescMessage>)(call.request, ctx)[
+              Symbol.asyncIterator
+            ]();
+            try {
+              for (;;) {
+                const next = await unlessAborted(it.next(), ctx.signal);
+                if (next.done || call.cancelled) return;
+                if (!call.write(create(method.output, next.value))) {
+                  await once(call as EventEmitter, "drain", { signal: ctx.signal });
+                }
+              }
+            } finally {
+              void it.return?.(undefined)?.catch(() => {});
             }
           }).then(
             () => call.end(),
-            (err: ConnectError) => call.destroy(toGrpcError(err)),
+            // grpc-js sends an error status for a stream on 'error'; destroy() would send none.
+            (err: ConnectError) => call.emit("error", toGrpcError(err)),
           );
         }
       : (
@@ -174,16 +192,25 @@ type AnyCall =
   | grpc.ServerUnaryCall<MessageShape<DescMessage>, unknown>
   | grpc.ServerWritableStream<MessageShape<DescMessage>, unknown>;
 
-function createCallRunner(service: DescService, method: DescMethod, auth: CallerAuth, log: Logger) {
+function createCallRunner(
+  service: DescService,
+  method: DescMethod,
+  auth: CallerAuth,
+  log: Logger,
+  stop: StopSignals,
+) {
   const level = accessOf(method);
   const labels = { service: service.typeName, method: method.name };
+  const stopSignal = method.methodKind === "unary" ? stop.calls : stop.streams;
   return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
     const started = performance.now();
-    const offered = first(call.metadata, REQUEST_ID_HEADER);
-    const requestId = offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
+    const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));
     const controller = new AbortController();
     const onCancel = () => controller.abort(new ConnectError("the call was cancelled", Code.Canceled));
+    const onStop = () => controller.abort(SHUTTING_DOWN());
     (call as EventEmitter).once("cancelled", onCancel);
+    stopSignal.addEventListener("abort", onStop, { once: true });
+    if (stopSignal.aborted) onStop();
     const deadline = call.getDeadline();
     const callLog = log.child({ requestId, rpc: `${service.typeName}/${method.name}` });
     let code = Code.Internal as number;
@@ -203,12 +230,16 @@ function createCallRunner(service: DescService, method: DescMethod, auth: Caller
       code = 0;
       return result;
     } catch (err) {
-      const safe = toPublicError(err, callLog);
+      // A handler that gave up because the caller left or the server stops has not failed:
+      // report why it stopped (CANCELLED, or UNAVAILABLE so the client retries elsewhere).
+      const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
+      const safe = reason instanceof ConnectError ? reason : toPublicError(err, callLog);
       code = safe.code;
       throw safe;
     } finally {
       (call as EventEmitter).off("cancelled", onCancel);
-      rpcHandled.inc({ ...labels, code: grpc.status[code] ?? String(code) });
+      stopSignal.removeEventListener("abort", onStop);
+      rpcHandled.inc({ ...labels, code: statusName(code) });
       rpcSeconds.observe(labels, (performance.now() - started) / 1000);
     }
   };
@@ -220,9 +251,10 @@ export function addServices(
   bindings: ServiceBinding[],
   auth: CallerAuth,
   log: Logger,
+  stop: StopSignals,
 ): void {
   for (const binding of bindings) {
-    const { definition, implementation } = toGrpcService(binding, auth, log);
+    const { definition, implementation } = toGrpcService(binding, auth, log, stop);
     server.addService(definition as grpc.ServiceDefinition, implementation);
   }
 }

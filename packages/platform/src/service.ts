@@ -1,6 +1,8 @@
 import type { DescMessage } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { SessionRevokedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import type { JSONWebKeySet } from "jose";
 import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import {
@@ -8,15 +10,26 @@ import {
   createAccessTokenVerifier,
   createMeshCredentials,
   createMeshVerifier,
+  createRevocationList,
+  type RevocationList,
 } from "./caller.ts";
 import { createServiceClient } from "./client.ts";
 import type { BaseConfig } from "./config.ts";
 import { createPool, migrate, type Pool, pingDatabase, platformMigrations } from "./db.ts";
-import { type ConsumerSpec, createOutboxRelay, startConsumer, subjectOf } from "./events.ts";
+import {
+  type ConsumerSpec,
+  createOutboxRelay,
+  type RunningListener,
+  type SubscriptionSpec,
+  startConsumer,
+  startSubscription,
+  subjectOf,
+  subscription,
+} from "./events.ts";
 import { createHealth } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
-import { connectNats, DEAD_LETTER_STREAM, ensureStream, streamOf } from "./nats.ts";
+import { connectNats, ensureStream, type StreamSpec, subjectMatches } from "./nats.ts";
 import { addReflection } from "./reflection.ts";
 import { addServices, type ServiceBinding } from "./server.ts";
 
@@ -30,6 +43,8 @@ export interface ServiceDeps {
   jsm: JetStreamManager;
   /** Credentials for calling INTERNAL methods of other services. */
   mesh: { token(): Promise<string> };
+  /** Sessions revoked before their tokens expire, kept current from auth's events. */
+  revoked: RevocationList;
 }
 
 /** A background loop a service runs besides serving calls (a sweeper, a sender…). */
@@ -41,7 +56,10 @@ export interface Worker {
 /** What a service contributes; the platform does the rest. */
 export interface ServiceParts {
   services: ServiceBinding[];
+  /** Durable consumers: each event handled once by one replica. */
   consumers?: ConsumerSpec[];
+  /** Per-replica subscriptions: every replica sees every event. */
+  subscriptions?: SubscriptionSpec[];
   workers?: Worker[];
   /** Replaces JWKS-based verification (auth verifies with its own keys). */
   accessTokens?: AccessTokenVerifier;
@@ -49,11 +67,14 @@ export interface ServiceParts {
   close?: () => Promise<void>;
 }
 
-export interface ServiceDefinition {
+/** A service as the platform runs it. */
+export interface ServiceSpec {
   config: BaseConfig;
   /** The service's own migrations directory. */
   migrations: string;
-  /** Event messages this service publishes: their streams are created at start. */
+  /** The streams this service owns: created, and updated to match, at every start. */
+  streams?: StreamSpec[];
+  /** Event messages this service publishes; each must fall under one of its streams. */
   emits?: DescMessage[];
   build(deps: ServiceDeps): Promise<ServiceParts>;
   /** Test hook: runs after a consumer's transaction commits and before its ack. */
@@ -61,16 +82,29 @@ export interface ServiceDefinition {
   log?: Logger;
 }
 
+/** What each service package exports, so `npm start`, tests and benchmarks run it the same way. */
+export interface ServiceModule<C extends BaseConfig = BaseConfig> {
+  /** Reads and validates the service's environment; throws naming every bad variable. */
+  readConfig(source?: Record<string, string | undefined>): C;
+  create(config: C): ServiceSpec;
+}
+
 /** A running service: its bound ports, a graceful stop and, for tests, an abrupt one. */
 export interface RunningService {
   port: number;
   metricsPort: number;
   log: Logger;
-  /** Graceful: NOT_SERVING, drain calls, stop consumers, flush the outbox, drain NATS, close the pool. */
+  /**
+   * Graceful: NOT_SERVING, end open streams with UNAVAILABLE, drain unary calls, stop
+   * consumers, flush the outbox, drain NATS, close the pool.
+   */
   stop(): Promise<void>;
   /** Abrupt, as in a crash: nothing is drained, acked or flushed. */
   kill(): Promise<void>;
 }
+
+/** The longest an access token may live (auth caps ACCESS_TOKEN_TTL_S at this). */
+export const MAX_ACCESS_TOKEN_TTL_MS = 3_600_000;
 
 /** Fetches auth's JWKS over gRPC for local token verification. */
 export function jwksFromAuth(authAddr: string): { fetch: () => Promise<JSONWebKeySet>; close(): void } {
@@ -91,33 +125,68 @@ export function jwksFromAuth(authAddr: string): { fetch: () => Promise<JSONWebKe
 }
 
 /**
- * Starts a service: migrations, NATS and its streams, the gRPC server with health and
- * reflection, the outbox relay, consumers, workers and metrics. Listens on config.port (0 picks
- * a free port, which is what tests do).
+ * Keeps a revocation list current on this replica: replays the revocations whose tokens may
+ * still be alive, then follows new ones, so a revoked session is refused everywhere within
+ * moments of its revocation.
  */
-export async function startService(def: ServiceDefinition): Promise<RunningService> {
-  const { config } = def;
-  const log = def.log ?? createLogger(config.serviceName, config.logLevel);
+export function followRevocations(
+  revoked: RevocationList,
+  deps: { js: JetStreamClient; jsm: JetStreamManager; log: Logger },
+): RunningListener {
+  return startSubscription(
+    subscription({
+      name: "session-revocations",
+      event: SessionRevokedSchema,
+      sinceMs: MAX_ACCESS_TOKEN_TTL_MS,
+      handle(event) {
+        if (event.accessExpireTime) revoked.revoke(event.sessionId, timestampDate(event.accessExpireTime));
+      },
+    }),
+    deps,
+  );
+}
+
+/** Fails at start when an event is emitted outside the service's own streams. */
+function checkEmits(emits: DescMessage[], streams: StreamSpec[]): void {
+  for (const event of emits) {
+    const subject = subjectOf(event);
+    if (!streams.some((s) => s.subjects.some((p) => subjectMatches(p, subject)))) {
+      throw new Error(`${event.typeName} (${subject}) is not in any stream this service declares`);
+    }
+  }
+}
+
+/**
+ * Starts a service: migrations, NATS and its streams, the gRPC server with health and
+ * reflection, the outbox relay, consumers, subscriptions, workers and metrics. Listens on
+ * config.port (0 picks a free port, which is what tests do).
+ */
+export async function startService(spec: ServiceSpec): Promise<RunningService> {
+  const { config } = spec;
+  const log = spec.log ?? createLogger(config.serviceName, config.logLevel);
   const pool = createPool(config.databaseUrl, log);
   const cleanups: Array<() => Promise<unknown> | unknown> = [() => pool.end()];
+  // Each cleanup runs once, last registered first, however often cleanup() is called.
   const cleanup = async () => {
-    for (const fn of cleanups.reverse())
+    for (const fn of cleanups.splice(0).reverse())
       await Promise.resolve()
         .then(fn)
         .catch(() => {});
   };
+  const stopStreams = new AbortController();
+  const stopCalls = new AbortController();
   try {
-    await migrate(pool, [platformMigrations, def.migrations], log);
+    checkEmits(spec.emits ?? [], spec.streams ?? []);
+    await migrate(pool, [platformMigrations, spec.migrations], log);
     const { nc, isConnected } = await connectNats(config.natsUrl, config.serviceName, log);
     cleanups.push(() => nc.close());
     const jsm = await nc.jetstreamManager();
     const js = nc.jetstream();
-    const streams = new Set((def.emits ?? []).map((e) => streamOf(subjectOf(e))));
-    for (const s of streams) await ensureStream(jsm, s, [`${s.toLowerCase()}.>`]);
-    await ensureStream(jsm, DEAD_LETTER_STREAM, ["dlq.>"]);
+    for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
 
     const mesh = createMeshCredentials(config.meshSecret, config.serviceName);
-    const parts = await def.build({ config, log, pool, nc, js, jsm, mesh });
+    const revoked = createRevocationList();
+    const parts = await spec.build({ config, log, pool, nc, js, jsm, mesh, revoked });
     if (parts.close) cleanups.push(parts.close);
     let accessTokens = parts.accessTokens;
     if (!accessTokens) {
@@ -127,6 +196,7 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
         fetchJwks: jwks.fetch,
         issuer: config.tokenIssuer,
         audience: config.tokenAudience,
+        revoked,
       });
     }
 
@@ -137,13 +207,26 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
       parts.services,
       { accessTokens, meshToken: createMeshVerifier(config.meshSecret) },
       log,
+      { streams: stopStreams.signal, calls: stopCalls.signal },
     );
+    const deps = { js, jsm, log };
+    const listeners: RunningListener[] = [
+      followRevocations(revoked, deps),
+      ...(parts.consumers ?? []).map((c) =>
+        startConsumer(c, { ...deps, pool, ...(spec.beforeAck ? { beforeAck: spec.beforeAck } : {}) }),
+      ),
+      ...(parts.subscriptions ?? []).map((s) => startSubscription(s, deps)),
+    ];
+    cleanups.push(() => Promise.all(listeners.map((l) => l.stop())));
     const health = createHealth(
       parts.services.map((s) => s.service.typeName),
-      [
-        { name: "database", check: () => pingDatabase(pool) },
-        { name: "nats", check: async () => isConnected() },
-      ],
+      {
+        ready: [{ name: "database", check: () => pingDatabase(pool) }],
+        events: [
+          { name: "nats", check: async () => isConnected() },
+          ...listeners.map((l) => ({ name: l.name, check: async () => l.bound() })),
+        ],
+      },
       log,
     );
     health.addTo(server);
@@ -163,13 +246,9 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
     // Runs before the pool closes (cleanups run in reverse): pool.end() waits for the relay's
     // LISTEN client.
     cleanups.push(() => relay.abort());
-    const consumers = await Promise.all(
-      (parts.consumers ?? []).map((c) =>
-        startConsumer(c, { js, jsm, pool, log, ...(def.beforeAck ? { beforeAck: def.beforeAck } : {}) }),
-      ),
-    );
     const workers = parts.workers ?? [];
     for (const w of workers) await w.start();
+    cleanups.push(() => Promise.all(workers.map((w) => w.stop())));
     const metricsServer = await startMetricsServer(config.host, config.metricsPort);
     cleanups.push(() => metricsServer.server.close());
     await health.start();
@@ -183,9 +262,11 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
       stop() {
         stopping ??= (async () => {
           health.drain();
+          stopStreams.abort();
           await new Promise<void>((resolve) => {
             const timer = setTimeout(() => {
               log.warn("shutdown timeout: cancelling calls still in flight");
+              stopCalls.abort();
               server.forceShutdown();
               resolve();
             }, config.shutdownTimeoutMs);
@@ -194,7 +275,7 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
               resolve();
             });
           });
-          await Promise.all(consumers.map((c) => c.stop()));
+          await Promise.all(listeners.map((l) => l.stop()));
           await Promise.all(workers.map((w) => w.stop()));
           await relay.stop();
           await nc.drain().catch(() => {});
@@ -203,9 +284,16 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
         })();
         return stopping;
       },
-      async kill() {
-        server.forceShutdown();
-        await cleanup();
+      kill() {
+        stopping ??= (async () => {
+          stopStreams.abort();
+          stopCalls.abort();
+          server.forceShutdown();
+          // Before anything else closes: a crashed process acks and publishes nothing more.
+          await nc.close().catch(() => {});
+          await cleanup();
+        })();
+        return stopping;
       },
     };
   } catch (err) {
@@ -214,11 +302,11 @@ export async function startService(def: ServiceDefinition): Promise<RunningServi
   }
 }
 
-/** Runs a service from main.ts: starts it, stops gracefully on SIGTERM/SIGINT. */
-export async function runMain(start: () => Promise<RunningService>): Promise<void> {
+/** Runs a service from its main.ts: reads its config, starts it, stops gracefully on SIGTERM/SIGINT. */
+export async function runMain<C extends BaseConfig>(module: ServiceModule<C>): Promise<void> {
   let running: RunningService;
   try {
-    running = await start();
+    running = await startService(module.create(module.readConfig()));
   } catch (err) {
     console.error(err instanceof Error ? err.message : err);
     process.exit(1);

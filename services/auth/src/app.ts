@@ -1,23 +1,35 @@
 import { join } from "node:path";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { SessionRevokedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { bindService, createServiceClient, type ServiceDefinition } from "@protomesh/platform";
+import {
+  bindService,
+  createServiceClient,
+  defineStream,
+  type ServiceModule,
+  type ServiceSpec,
+} from "@protomesh/platform";
 import { createAuthHandlers } from "./auth-service.ts";
-import type { AuthConfig } from "./config.ts";
+import { type AuthConfig, readAuthConfig } from "./config.ts";
 import { createKeyRing } from "./key-ring.ts";
 import { createPasswordHasher } from "./passwords.ts";
 import { createPgAuthStore } from "./pg-auth-store.ts";
 import { createSignupSweeper } from "./signup-sweeper.ts";
 
+const DAY_MS = 86_400_000;
+
 /** The auth service, ready for startService. */
-export function authService(config: AuthConfig): ServiceDefinition {
+export function createAuthService(config: AuthConfig): ServiceSpec {
   return {
     config,
     migrations: join(import.meta.dirname, "../migrations"),
-    emits: [UserSignedUpSchema],
-    async build({ pool, mesh, log }) {
-      const store = createPgAuthStore(pool, config.refreshTokenTtlS);
+    streams: [defineStream({ name: "AUTH", subjects: ["auth.>"], maxAgeMs: 30 * DAY_MS })],
+    emits: [UserSignedUpSchema, SessionRevokedSchema],
+    async build({ pool, mesh, log, revoked }) {
+      const store = createPgAuthStore(pool, {
+        refreshS: config.refreshTokenTtlS,
+        accessS: config.accessTokenTtlS,
+      });
       const keys = createKeyRing({
         store,
         encryptionKey: config.keyEncryptionKey,
@@ -28,7 +40,7 @@ export function authService(config: AuthConfig): ServiceDefinition {
         log,
       });
       await keys.load();
-      const verifier = keys.verifier();
+      const verifier = keys.verifier(revoked);
       const passwords = createPasswordHasher({ cost: config.bcryptCost, threads: config.bcryptThreads });
       const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });
       const sweeper = createSignupSweeper({ store, users, timeoutS: config.pendingSignupTimeoutS, log });
@@ -53,3 +65,9 @@ export function authService(config: AuthConfig): ServiceDefinition {
     },
   };
 }
+
+/** auth as `npm start`, the tests and the benchmarks run it. */
+export const authModule: ServiceModule<AuthConfig> = {
+  readConfig: readAuthConfig,
+  create: createAuthService,
+};

@@ -1,4 +1,3 @@
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
@@ -9,6 +8,7 @@ import {
   type ServiceClient,
   type ServiceHandlers,
 } from "@protomesh/platform";
+import { toClaims, toJwk, toTokens } from "./convert.ts";
 import type { KeyRing } from "./key-ring.ts";
 import type { PasswordHasher } from "./passwords.ts";
 import type { AuthStore } from "./pg-auth-store.ts";
@@ -36,15 +36,7 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
   const issueTokens = async (
     claims: { userId: string; sessionId: string; roles: string[] },
     refresh: { refreshToken: string; refreshExpiresAt: Date },
-  ) => {
-    const access = await keys.sign(claims);
-    return {
-      accessToken: access.token,
-      accessTokenExpireTime: timestampFromDate(access.expiresAt),
-      refreshToken: refresh.refreshToken,
-      refreshTokenExpireTime: timestampFromDate(refresh.refreshExpiresAt),
-    };
-  };
+  ) => toTokens(await keys.sign(claims), refresh);
 
   return {
     async signUp(req, ctx) {
@@ -103,32 +95,11 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
 
     async validateToken(req) {
       const id = await deps.verifier.verify(req.accessToken);
-      return {
-        claims: {
-          userId: id.userId,
-          sessionId: id.sessionId,
-          roles: id.roles,
-          issuer: deps.issuer,
-          audience: deps.audience,
-          tokenId: id.tokenId,
-          issueTime: timestampFromDate(id.issuedAt),
-          expireTime: timestampFromDate(id.expiresAt),
-        },
-      };
+      return { claims: toClaims(id, deps) };
     },
 
     async getJwks() {
-      const set = await keys.jwks();
-      return {
-        keys: set.keys.map((k) => ({
-          kty: k.kty ?? "",
-          crv: String(k.crv ?? ""),
-          x: String(k.x ?? ""),
-          kid: k.kid ?? "",
-          alg: k.alg ?? "",
-          use: k.use ?? "",
-        })),
-      };
+      return { keys: (await keys.jwks()).keys.map(toJwk) };
     },
   };
 }

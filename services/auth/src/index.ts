@@ -1,2 +1,2 @@
-export { authService } from "./app.ts";
+export { authModule, createAuthService } from "./app.ts";
 export { type AuthConfig, readAuthConfig } from "./config.ts";

@@ -5,6 +5,7 @@ import {
   type AccessTokenVerifier,
   createAccessTokenVerifier,
   type Logger,
+  type RevocationList,
 } from "@protomesh/platform";
 import { exportJWK, generateKeyPair, importJWK, type JSONWebKeySet, type JWK, SignJWT } from "jose";
 import type { AuthStore, StoredKey } from "./pg-auth-store.ts";
@@ -88,8 +89,13 @@ export function createKeyRing(opts: {
     load,
     jwks,
     /** Verifies exactly as every other service does, against our own JWKS. */
-    verifier: (): AccessTokenVerifier =>
-      createAccessTokenVerifier({ fetchJwks: jwks, issuer: opts.issuer, audience: opts.audience }),
+    verifier: (revoked?: RevocationList): AccessTokenVerifier =>
+      createAccessTokenVerifier({
+        fetchJwks: jwks,
+        issuer: opts.issuer,
+        audience: opts.audience,
+        ...(revoked ? { revoked } : {}),
+      }),
     /** Signs an access token; returns it with its expiry. */
     async sign(claims: { userId: string; sessionId: string; roles: string[] }) {
       const key = await fresh();

@@ -1,5 +1,4 @@
-import { runMain, startService } from "@protomesh/platform";
-import { authService } from "./app.ts";
-import { readAuthConfig } from "./config.ts";
+import { runMain } from "@protomesh/platform";
+import { authModule } from "./app.ts";
 
-await runMain(() => startService(authService(readAuthConfig())));
+await runMain(authModule);

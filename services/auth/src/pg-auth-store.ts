@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
-import { addEvent, type Pool, withTransaction } from "@protomesh/platform";
+import { SessionRevokedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { addEvent, type Pool, type Tx, withTransaction } from "@protomesh/platform";
 import type { JWK } from "jose";
 
 /** A stored signing key. */
@@ -42,9 +42,30 @@ export type RefreshOutcome =
 const hashToken = (token: string) => createHash("sha256").update(token).digest();
 const newRefreshToken = () => randomBytes(32).toString("base64url");
 
+/**
+ * Ends a session and emits SessionRevoked in the same transaction, so every token verifier
+ * refuses its access tokens until the last one it could hold has expired.
+ */
+async function revokeSession(tx: Tx, sessionId: string, reason: string, accessTtlS: number): Promise<void> {
+  const { rows } = await tx.query<{ user_id: string }>(
+    "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
+    [sessionId, reason],
+  );
+  const row = rows[0];
+  if (!row) return;
+  const now = new Date();
+  await addEvent(tx, SessionRevokedSchema, {
+    sessionId,
+    userId: row.user_id,
+    reason,
+    accessExpireTime: timestampFromDate(new Date(now.getTime() + accessTtlS * 1000)),
+    occurTime: timestampFromDate(now),
+  });
+}
+
 /** Credentials, sessions, refresh tokens and signing keys in PostgreSQL. */
-export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
-  const refreshExpiry = () => new Date(Date.now() + refreshTtlS * 1000);
+export function createPgAuthStore(pool: Pool, ttl: { refreshS: number; accessS: number }) {
+  const refreshExpiry = () => new Date(Date.now() + ttl.refreshS * 1000);
 
   return {
     /**
@@ -145,10 +166,7 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
         const row = rows[0];
         if (!row || row.revoked_at) return { kind: "invalid" };
         if (row.used_at) {
-          await tx.query(
-            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'refresh token reused' WHERE id = $1",
-            [row.session_id],
-          );
+          await revokeSession(tx, row.session_id, "refresh token reused", ttl.accessS);
           return { kind: "reused" };
         }
         if (row.expires_at.getTime() <= Date.now()) return { kind: "invalid" };
@@ -175,11 +193,13 @@ export function createPgAuthStore(pool: Pool, refreshTtlS: number) {
 
     /** Revokes the session a refresh token belongs to; unknown tokens are ignored. */
     async revokeByRefreshToken(refreshToken: string): Promise<void> {
-      await pool.query(
-        `UPDATE sessions SET revoked_at = now(), revoke_reason = 'signed out'
-         WHERE revoked_at IS NULL AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)`,
-        [hashToken(refreshToken)],
-      );
+      await withTransaction(pool, async (tx) => {
+        const { rows } = await tx.query<{ session_id: string }>(
+          "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
+          [hashToken(refreshToken)],
+        );
+        if (rows[0]) await revokeSession(tx, rows[0].session_id, "signed out", ttl.accessS);
+      });
     },
 
     async listKeys(limit: number): Promise<StoredKey[]> {

@@ -1,1 +1,2 @@
-export { type NotifyConfig, notifyService, readNotifyConfig } from "./app.ts";
+export { createNotifyService, notifyModule } from "./app.ts";
+export { type NotifyConfig, readNotifyConfig } from "./config.ts";

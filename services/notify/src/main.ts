@@ -1,4 +1,4 @@
-import { runMain, startService } from "@protomesh/platform";
-import { notifyService, readNotifyConfig } from "./app.ts";
+import { runMain } from "@protomesh/platform";
+import { notifyModule } from "./app.ts";
 
-await runMain(() => startService(notifyService(readNotifyConfig())));
+await runMain(notifyModule);

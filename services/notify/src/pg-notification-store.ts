@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { Pool, Tx } from "@protomesh/platform";
+import { NotificationAddedSchema } from "@protomesh/contracts/notify/v1/events_pb";
+import { addEvent, type Pool, type Tx } from "@protomesh/platform";
+import { toNotificationMessage } from "./convert.ts";
 
 /** A sent notification, as the inbox shows it. */
 export interface NotificationRecord {
@@ -19,17 +21,28 @@ export interface InboxCursor {
 /** The inbox in PostgreSQL. */
 export function createPgNotificationStore(pool: Pool) {
   return {
-    /** Records a notification inside the consumer's transaction. */
+    /** Records a notification and emits NotificationAdded inside the consumer's transaction. */
     async add(
       tx: Tx,
       n: { userId: string; channel: "email" | "sms"; kind: string; subject: string; eventId: string },
-    ): Promise<string> {
+    ): Promise<NotificationRecord> {
       const id = randomUUID();
-      await tx.query(
-        "INSERT INTO notifications (id, user_id, channel, kind, subject, event_id) VALUES ($1, $2, $3, $4, $5, $6)",
+      const { rows } = await tx.query<{ created_at: Date }>(
+        "INSERT INTO notifications (id, user_id, channel, kind, subject, event_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
         [id, n.userId, n.channel, n.kind, n.subject, n.eventId],
       );
-      return id;
+      const record: NotificationRecord = {
+        id,
+        channel: n.channel,
+        kind: n.kind,
+        subject: n.subject,
+        createdAt: rows[0]?.created_at ?? new Date(),
+      };
+      await addEvent(tx, NotificationAddedSchema, {
+        userId: n.userId,
+        notification: toNotificationMessage(record),
+      });
+      return record;
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */

@@ -4,29 +4,28 @@ import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   type BaseConfig,
   bindService,
-  envReader,
-  readBaseConfig,
-  type ServiceDefinition,
+  defineStream,
+  type ServiceModule,
+  type ServiceSpec,
 } from "@protomesh/platform";
+import { readUserConfig } from "./config.ts";
 import { createPgUserStore } from "./pg-user-store.ts";
 import { createUserHandlers } from "./user-service.ts";
 
-/** user's configuration: only the shared settings. */
-export function readUserConfig(source: Record<string, string | undefined> = process.env): BaseConfig {
-  const env = envReader(source);
-  const config = readBaseConfig(env, "user", 50052);
-  env.done();
-  return config;
-}
+const DAY_MS = 86_400_000;
 
 /** The user service, ready for startService. */
-export function userService(config: BaseConfig): ServiceDefinition {
+export function createUserService(config: BaseConfig): ServiceSpec {
   return {
     config,
     migrations: join(import.meta.dirname, "../migrations"),
+    streams: [defineStream({ name: "USER", subjects: ["user.>"], maxAgeMs: 30 * DAY_MS })],
     emits: [UserUpdatedSchema],
     async build({ pool }) {
       return { services: [bindService(UserService, createUserHandlers(createPgUserStore(pool)))] };
     },
   };
 }
+
+/** user as `npm start`, the tests and the benchmarks run it. */
+export const userModule: ServiceModule = { readConfig: readUserConfig, create: createUserService };

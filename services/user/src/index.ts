@@ -1,1 +1,2 @@
-export { readUserConfig, userService } from "./app.ts";
+export { createUserService, userModule } from "./app.ts";
+export { readUserConfig } from "./config.ts";

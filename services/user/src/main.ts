@@ -1,4 +1,4 @@
-import { runMain, startService } from "@protomesh/platform";
-import { readUserConfig, userService } from "./app.ts";
+import { runMain } from "@protomesh/platform";
+import { userModule } from "./app.ts";
 
-await runMain(() => startService(userService(readUserConfig())));
+await runMain(userModule);

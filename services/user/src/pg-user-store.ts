@@ -1,6 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
 import { addEvent, type Pool, withTransaction } from "@protomesh/platform";
+import { toUserMessage } from "./convert.ts";
 
 /** A stored profile. */
 export interface UserRecord {
@@ -16,18 +17,23 @@ export interface UserRecord {
   updatedAt: Date;
 }
 
-/** The profile fields a user may change. */
-export type ProfileChanges = Partial<
-  Pick<UserRecord, "displayName" | "bio" | "avatarUrl" | "phone" | "locale">
->;
-
-const COLUMNS: Record<keyof ProfileChanges, string> = {
-  displayName: "display_name",
+/**
+ * The profile fields a user may change: update-mask path → column. The contract's mask rule
+ * lists the same paths; this is the only other place they are named.
+ */
+const PROFILE_COLUMNS = {
+  display_name: "display_name",
   bio: "bio",
-  avatarUrl: "avatar_url",
+  avatar_url: "avatar_url",
   phone: "phone",
   locale: "locale",
-};
+} as const;
+
+export type ProfilePath = keyof typeof PROFILE_COLUMNS;
+export const isProfilePath = (p: string): p is ProfilePath => Object.hasOwn(PROFILE_COLUMNS, p);
+
+/** New values by mask path. */
+export type ProfileChanges = Partial<Record<ProfilePath, string>>;
 
 interface Row {
   id: string;
@@ -55,22 +61,6 @@ const toRecord = (r: Row): UserRecord => ({
   updatedAt: r.updated_at,
 });
 
-/** Profile message for events and responses. */
-export function toUserMessage(u: UserRecord) {
-  return {
-    id: u.id,
-    email: u.email,
-    displayName: u.displayName,
-    bio: u.bio,
-    avatarUrl: u.avatarUrl,
-    phone: u.phone,
-    locale: u.locale,
-    roles: u.roles,
-    createTime: timestampFromDate(u.createdAt),
-    updateTime: timestampFromDate(u.updatedAt),
-  };
-}
-
 /** Profiles in PostgreSQL. */
 export function createPgUserStore(pool: Pool) {
   return {
@@ -94,14 +84,10 @@ export function createPgUserStore(pool: Pool) {
     },
 
     /** Applies the changes and emits UserUpdated in one transaction; undefined if no such user. */
-    async update(
-      id: string,
-      changes: ProfileChanges,
-      changedFields: string[],
-    ): Promise<UserRecord | undefined> {
+    async update(id: string, changes: ProfileChanges): Promise<UserRecord | undefined> {
       return withTransaction(pool, async (tx) => {
-        const entries = Object.entries(changes) as [keyof ProfileChanges, string][];
-        const sets = entries.map(([k], i) => `${COLUMNS[k]} = $${i + 2}`);
+        const entries = Object.entries(changes) as [ProfilePath, string][];
+        const sets = entries.map(([path], i) => `${PROFILE_COLUMNS[path]} = $${i + 2}`);
         const { rows } = await tx.query<Row>(
           `UPDATE users SET ${[...sets, "updated_at = now()"].join(", ")} WHERE id = $1 RETURNING *`,
           [id, ...entries.map(([, v]) => v)],
@@ -111,7 +97,7 @@ export function createPgUserStore(pool: Pool) {
         const user = toRecord(row);
         await addEvent(tx, UserUpdatedSchema, {
           user: toUserMessage(user),
-          changedFields,
+          changedFields: entries.map(([path]) => path),
           occurTime: timestampFromDate(user.updatedAt),
         });
         return user;

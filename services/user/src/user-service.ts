@@ -1,14 +1,7 @@
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
-import { type ProfileChanges, toUserMessage, type UserStore } from "./pg-user-store.ts";
-
-const FIELDS: Record<string, keyof ProfileChanges> = {
-  display_name: "displayName",
-  bio: "bio",
-  avatar_url: "avatarUrl",
-  phone: "phone",
-  locale: "locale",
-};
+import { toProfileChanges, toPublicProfile, toUserMessage } from "./convert.ts";
+import { isProfilePath, type UserStore } from "./pg-user-store.ts";
 
 /** UserService handlers. */
 export function createUserHandlers(store: UserStore): ServiceHandlers<typeof UserService> {
@@ -22,9 +15,7 @@ export function createUserHandlers(store: UserStore): ServiceHandlers<typeof Use
     async getUser(req) {
       const user = await store.get(req.userId);
       if (!user) throw fail(Code.NotFound, "user not found");
-      return {
-        profile: { id: user.id, displayName: user.displayName, bio: user.bio, avatarUrl: user.avatarUrl },
-      };
+      return { profile: toPublicProfile(user) };
     },
 
     async getMe(_req, ctx) {
@@ -35,14 +26,9 @@ export function createUserHandlers(store: UserStore): ServiceHandlers<typeof Use
 
     async updateMe(req, ctx) {
       const me = requireUser(ctx);
-      // Validation guarantees the mask is present and names only these fields.
-      const paths = [...new Set(req.updateMask?.paths ?? [])];
-      const changes: ProfileChanges = {};
-      for (const path of paths) {
-        const key = FIELDS[path];
-        if (key) changes[key] = req.profile?.[key] ?? "";
-      }
-      const user = await store.update(me.userId, changes, paths);
+      // Validation guarantees the mask is present and names only profile paths.
+      const paths = [...new Set(req.updateMask?.paths ?? [])].filter(isProfilePath);
+      const user = await store.update(me.userId, toProfileChanges(req.profile, paths));
       if (!user) throw fail(Code.NotFound, "user not found");
       return { user: toUserMessage(user) };
     },

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/auth/v1/events.proto.
  */
 export const file_protomesh_auth_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wcm90b21lc2gvYXV0aC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5hdXRoLnYxIo0BCgxVc2VyU2lnbmVkVXASDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6F8rzGBNhdXRoLnVzZXIuc2lnbmVkX3VwYgZwcm90bzM", [file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("Ch5wcm90b21lc2gvYXV0aC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5hdXRoLnYxIo0BCgxVc2VyU2lnbmVkVXASDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6F8rzGBNhdXRoLnVzZXIuc2lnbmVkX3VwIscBCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEjYKEmFjY2Vzc19leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6GMrzGBRhdXRoLnNlc3Npb24ucmV2b2tlZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * UserSignedUp: an account was created. Consumed by notify (welcome email).
@@ -48,4 +48,47 @@ export type UserSignedUp = Message<"protomesh.auth.v1.UserSignedUp"> & {
  */
 export const UserSignedUpSchema: GenMessage<UserSignedUp> = /*@__PURE__*/
   messageDesc(file_protomesh_auth_v1_events, 0);
+
+/**
+ * SessionRevoked: a session ended before its tokens expired (sign-out, a reused refresh token).
+ * Every token verifier (gateway and services) refuses the session's access tokens from then
+ * until `access_expire_time`, the latest expiry of an access token the session could hold.
+ *
+ * @generated from message protomesh.auth.v1.SessionRevoked
+ */
+export type SessionRevoked = Message<"protomesh.auth.v1.SessionRevoked"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * Why, for audit logs: e.g. "signed out", "refresh token reused".
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp access_expire_time = 4;
+   */
+  accessExpireTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 5;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SessionRevoked.
+ * Use `create(SessionRevokedSchema)` to create a new message.
+ */
+export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 1);
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/notify/v1/notify.proto.
  */
 export const file_protomesh_notify_v1_notify: GenFile = /*@__PURE__*/
-  fileDesc("CiBwcm90b21lc2gvbm90aWZ5L3YxL25vdGlmeS5wcm90bxITcHJvdG9tZXNoLm5vdGlmeS52MSKZAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgJEi0KB2NoYW5uZWwYAiABKA4yHC5wcm90b21lc2gubm90aWZ5LnYxLkNoYW5uZWwSDAoEa2luZBgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYChpMaXN0TXlOb3RpZmljYXRpb25zUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxjIASJwChtMaXN0TXlOb3RpZmljYXRpb25zUmVzcG9uc2USOAoNbm90aWZpY2F0aW9ucxgBIAMoCzIhLnByb3RvbWVzaC5ub3RpZnkudjEuTm90aWZpY2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSpGCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABIRCg1DSEFOTkVMX0VNQUlMEAESDwoLQ0hBTk5FTF9TTVMQAjKTAQoNTm90aWZ5U2VydmljZRKBAQoTTGlzdE15Tm90aWZpY2F0aW9ucxIvLnByb3RvbWVzaC5ub3RpZnkudjEuTGlzdE15Tm90aWZpY2F0aW9uc1JlcXVlc3QaMC5wcm90b21lc2gubm90aWZ5LnYxLkxpc3RNeU5vdGlmaWNhdGlvbnNSZXNwb25zZSIHkAIBwPMYAmIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("CiBwcm90b21lc2gvbm90aWZ5L3YxL25vdGlmeS5wcm90bxITcHJvdG9tZXNoLm5vdGlmeS52MSKZAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgJEi0KB2NoYW5uZWwYAiABKA4yHC5wcm90b21lc2gubm90aWZ5LnYxLkNoYW5uZWwSDAoEa2luZBgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYChpMaXN0TXlOb3RpZmljYXRpb25zUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxjIASJwChtMaXN0TXlOb3RpZmljYXRpb25zUmVzcG9uc2USOAoNbm90aWZpY2F0aW9ucxgBIAMoCzIhLnByb3RvbWVzaC5ub3RpZnkudjEuTm90aWZpY2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIdChtXYXRjaE15Tm90aWZpY2F0aW9uc1JlcXVlc3QiVwocV2F0Y2hNeU5vdGlmaWNhdGlvbnNSZXNwb25zZRI3Cgxub3RpZmljYXRpb24YASABKAsyIS5wcm90b21lc2gubm90aWZ5LnYxLk5vdGlmaWNhdGlvbipGCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABIRCg1DSEFOTkVMX0VNQUlMEAESDwoLQ0hBTk5FTF9TTVMQAjKZAgoNTm90aWZ5U2VydmljZRKBAQoTTGlzdE15Tm90aWZpY2F0aW9ucxIvLnByb3RvbWVzaC5ub3RpZnkudjEuTGlzdE15Tm90aWZpY2F0aW9uc1JlcXVlc3QaMC5wcm90b21lc2gubm90aWZ5LnYxLkxpc3RNeU5vdGlmaWNhdGlvbnNSZXNwb25zZSIHkAIBwPMYAhKDAQoUV2F0Y2hNeU5vdGlmaWNhdGlvbnMSMC5wcm90b21lc2gubm90aWZ5LnYxLldhdGNoTXlOb3RpZmljYXRpb25zUmVxdWVzdBoxLnByb3RvbWVzaC5ub3RpZnkudjEuV2F0Y2hNeU5vdGlmaWNhdGlvbnNSZXNwb25zZSIEwPMYAjABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * Notification is one message sent to a user.
@@ -104,6 +104,36 @@ export const ListMyNotificationsResponseSchema: GenMessage<ListMyNotificationsRe
   messageDesc(file_protomesh_notify_v1_notify, 2);
 
 /**
+ * @generated from message protomesh.notify.v1.WatchMyNotificationsRequest
+ */
+export type WatchMyNotificationsRequest = Message<"protomesh.notify.v1.WatchMyNotificationsRequest"> & {
+};
+
+/**
+ * Describes the message protomesh.notify.v1.WatchMyNotificationsRequest.
+ * Use `create(WatchMyNotificationsRequestSchema)` to create a new message.
+ */
+export const WatchMyNotificationsRequestSchema: GenMessage<WatchMyNotificationsRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 3);
+
+/**
+ * @generated from message protomesh.notify.v1.WatchMyNotificationsResponse
+ */
+export type WatchMyNotificationsResponse = Message<"protomesh.notify.v1.WatchMyNotificationsResponse"> & {
+  /**
+   * @generated from field: protomesh.notify.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+};
+
+/**
+ * Describes the message protomesh.notify.v1.WatchMyNotificationsResponse.
+ * Use `create(WatchMyNotificationsResponseSchema)` to create a new message.
+ */
+export const WatchMyNotificationsResponseSchema: GenMessage<WatchMyNotificationsResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 4);
+
+/**
  * @generated from enum protomesh.notify.v1.Channel
  */
 export enum Channel {
@@ -145,6 +175,19 @@ export const NotifyService: GenService<{
     methodKind: "unary";
     input: typeof ListMyNotificationsRequestSchema;
     output: typeof ListMyNotificationsResponseSchema;
+  },
+  /**
+   * WatchMyNotifications streams the caller's notifications as they are sent, from the moment
+   * of the call (list first with ListMyNotifications for the history). The stream has no
+   * deadline unless the client sets one; it ends with UNAVAILABLE when the server stops, and
+   * the client should then reconnect. USER. Errors: UNAUTHENTICATED, UNAVAILABLE.
+   *
+   * @generated from rpc protomesh.notify.v1.NotifyService.WatchMyNotifications
+   */
+  watchMyNotifications: {
+    methodKind: "server_streaming";
+    input: typeof WatchMyNotificationsRequestSchema;
+    output: typeof WatchMyNotificationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_protomesh_notify_v1_notify, 0);

@@ -3,8 +3,7 @@ import { after, before, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { gatewayClient, uniqueEmail } from "./support/clients.ts";
-import { type Mesh, startMesh } from "./support/mesh.ts";
+import { gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
 
 let mesh: Mesh;
 before(async () => {
@@ -16,16 +15,16 @@ const PASSWORD = "correct horse battery";
 
 test("gRPC over cleartext HTTP/2 works on the same port as HTTP/1.1", async () => {
   const email = uniqueEmail("h2");
-  const auth = gatewayClient(AuthService, mesh.gateway.url, "grpc");
+  const auth = gatewayClient(AuthService, mesh.url, "grpc");
   const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Hal" });
   const { tokens } = await auth.signIn({ email, password: PASSWORD });
-  const users = gatewayClient(UserService, mesh.gateway.url, "grpc", () => tokens?.accessToken);
+  const users = gatewayClient(UserService, mesh.url, "grpc", () => tokens?.accessToken);
   assert.equal((await users.getMe({})).user?.id, userId);
 });
 
 test("CORS: a configured origin gets a preflight answer, any other is refused", async () => {
   const preflight = (origin: string) =>
-    fetch(`${mesh.gateway.url}/protomesh.auth.v1.AuthService/SignIn`, {
+    fetch(`${mesh.url}/protomesh.auth.v1.AuthService/SignIn`, {
       method: "OPTIONS",
       headers: {
         origin,
@@ -43,7 +42,7 @@ test("CORS: a configured origin gets a preflight answer, any other is refused", 
 });
 
 test("a request larger than the limit is refused before it reaches a service", async () => {
-  const auth = gatewayClient(AuthService, mesh.gateway.url, "connect-json");
+  const auth = gatewayClient(AuthService, mesh.url, "connect-json");
   const err = await auth
     .signIn({ email: `${"a".repeat(100_000)}@example.com`, password: PASSWORD })
     .then(() => assert.fail("expected a failure"))
@@ -54,7 +53,7 @@ test("a request larger than the limit is refused before it reaches a service", a
 
 test("every response carries a request id, the client's if it sent a well-formed one", async () => {
   const call = (id: string) =>
-    fetch(`${mesh.gateway.url}/protomesh.auth.v1.AuthService/GetJwks`, {
+    fetch(`${mesh.url}/protomesh.auth.v1.AuthService/GetJwks`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": id },
       body: "{}",
@@ -64,32 +63,66 @@ test("every response carries a request id, the client's if it sent a well-formed
 });
 
 test("side-effect-free methods answer HTTP GET, so they can be cached", async () => {
-  const res = await fetch(
-    `${mesh.gateway.url}/protomesh.auth.v1.AuthService/GetJwks?encoding=json&message=%7B%7D`,
-  );
+  const res = await fetch(`${mesh.url}/protomesh.auth.v1.AuthService/GetJwks?encoding=json&message=%7B%7D`);
   assert.equal(res.status, 200);
   const body = (await res.json()) as { keys: { kty: string }[] };
   assert.equal(body.keys[0]?.kty, "OKP");
 });
 
 test("healthz, readyz and metrics answer; readyz turns 503 when an upstream is down", async () => {
-  assert.equal((await fetch(`${mesh.gateway.url}/healthz`)).status, 200);
-  assert.equal((await fetch(`${mesh.gateway.url}/readyz`)).status, 200);
-  const metrics = await (await fetch(`${mesh.gateway.url}/metrics`)).text();
+  assert.equal((await fetch(`${mesh.url}/healthz`)).status, 200);
+  assert.equal((await fetch(`${mesh.url}/readyz`)).status, 200);
+  const metrics = await (await fetch(`${mesh.url}/metrics`)).text();
   assert.match(
     metrics,
     /gateway_request_seconds_bucket\{.*procedure="protomesh\.auth\.v1\.AuthService\/GetJwks"/,
   );
 
-  await mesh.notify.stop();
+  await mesh.services.notify?.stop();
   try {
     // readyz caches its answer for a second; wait for the fresh one rather than a fixed time.
     const deadline = Date.now() + 10_000;
     let status = 200;
-    while (status !== 503 && Date.now() < deadline)
-      status = (await fetch(`${mesh.gateway.url}/readyz`)).status;
+    while (status !== 503 && Date.now() < deadline) status = (await fetch(`${mesh.url}/readyz`)).status;
     assert.equal(status, 503);
   } finally {
-    mesh.notify = await mesh.startNotify();
+    await mesh.start("notify");
   }
+});
+
+test("an unknown JSON field is refused with INVALID_ARGUMENT naming it, not silently ignored", async () => {
+  const res = await fetch(`${mesh.url}/protomesh.auth.v1.AuthService/SignIn`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: "ada@example.com", pasword: "correct horse battery" }),
+  });
+  assert.equal(res.status, 400);
+  const body = (await res.json()) as { code: string; message: string };
+  assert.equal(body.code, "invalid_argument");
+  assert.match(body.message, /pasword/);
+});
+
+test("HEAD /healthz and /readyz answer like GET, without a body", async () => {
+  // readyz may still remember notify restarting in the test before.
+  await waitUntil(async () => (await fetch(`${mesh.url}/readyz`)).ok, 10_000, "ready");
+  for (const path of ["/healthz", "/readyz"]) {
+    const res = await fetch(`${mesh.url}${path}`, { method: "HEAD" });
+    assert.equal(res.status, 200, path);
+    assert.equal(await res.text(), "");
+  }
+});
+
+test("metrics and access logs name status codes the same way (gRPC's canonical names)", async () => {
+  const auth = gatewayClient(AuthService, mesh.url, "connect-json");
+  await auth.getJwks({});
+  await auth.signIn({ email: "", password: "x" }).catch(() => {});
+  const metrics = await (await fetch(`${mesh.url}/metrics`)).text();
+  assert.match(
+    metrics,
+    /gateway_request_seconds_count\{procedure="protomesh\.auth\.v1\.AuthService\/GetJwks",code="OK"\}/,
+  );
+  assert.match(
+    metrics,
+    /gateway_request_seconds_count\{procedure="protomesh\.auth\.v1\.AuthService\/SignIn",code="INVALID_ARGUMENT"\}/,
+  );
 });

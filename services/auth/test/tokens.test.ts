@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
@@ -15,11 +15,10 @@ import {
   createServiceClient,
   type Pool,
 } from "@protomesh/platform";
+import { assertCode, gatewayClient, type Mesh, startMesh, uniqueEmail } from "@protomesh/testkit";
 import { base64url, decodeJwt, decodeProtectedHeader, generateKeyPair, type JWK, SignJWT } from "jose";
-import { createKeyRing } from "../services/auth/src/key-ring.ts";
-import { createPgAuthStore } from "../services/auth/src/pg-auth-store.ts";
-import { gatewayClient, uniqueEmail } from "./support/clients.ts";
-import { type Mesh, startMesh } from "./support/mesh.ts";
+import { createKeyRing } from "../src/key-ring.ts";
+import { createPgAuthStore } from "../src/pg-auth-store.ts";
 
 const PASSWORD = "correct horse battery";
 
@@ -27,7 +26,7 @@ let mesh: Mesh;
 let authPool: Pool | undefined;
 const closers: Array<() => void> = [];
 before(async () => {
-  mesh = await startMesh();
+  mesh = await startMesh({ services: ["auth", "user"] });
 });
 after(async () => {
   for (const close of closers) close();
@@ -35,8 +34,8 @@ after(async () => {
   await mesh?.stop();
 });
 
-const auth = () => gatewayClient(AuthService, mesh.gateway.url, "connect-json");
-const gatewayUsers = () => gatewayClient(UserService, mesh.gateway.url, "connect-json");
+const auth = () => gatewayClient(AuthService, mesh.url, "connect-json");
+const gatewayUsers = () => gatewayClient(UserService, mesh.url, "connect-json");
 const directUsers = (options: Parameters<typeof createServiceClient>[2] = {}) => {
   const client = createServiceClient(UserService, mesh.addr("user"), options);
   closers.push(() => client.close());
@@ -52,21 +51,6 @@ async function signedIn(tag = "tokens") {
   return { userId, email, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken };
 }
 
-/** Resolves to the ConnectError the call failed with; fails the test if it succeeded. */
-async function errorOf(call: Promise<unknown>): Promise<ConnectError> {
-  const err = await call.then(
-    () => assert.fail("expected the call to fail"),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
-  return err;
-}
-
-async function assertCode(call: Promise<unknown>, code: Code, where: string) {
-  const err = await errorOf(call);
-  assert.equal(err.code, code, `${where}: expected ${Code[code]}, got ${Code[err.code]} (${err.rawMessage})`);
-}
-
 /**
  * Signs access tokens with auth's real current key, read through auth's own key ring, so that
  * claim checks (expiry, issuer, audience) are tested apart from the signature check.
@@ -75,7 +59,7 @@ async function realKeySigner(overrides: { ttlS?: number; issuer?: string; audien
   const log = createLogger("tokens-test", "silent");
   authPool ??= createPool(mesh.env.auth.DATABASE_URL ?? "", log, 2);
   return createKeyRing({
-    store: createPgAuthStore(authPool, 3600),
+    store: createPgAuthStore(authPool, { refreshS: 3600, accessS: 900 }),
     encryptionKey: Buffer.from(mesh.env.auth.AUTH_KEY_ENCRYPTION_KEY ?? "", "base64"),
     rotationS: 365 * 86400,
     accessTokenTtlS: overrides.ttlS ?? 900,
@@ -88,7 +72,7 @@ async function realKeySigner(overrides: { ttlS?: number; issuer?: string; audien
 const encodeSegment = (value: object) => base64url.encode(JSON.stringify(value));
 
 async function fetchJwks(): Promise<{ keys: JWK[] }> {
-  const res = await fetch(`${mesh.gateway.url}/.well-known/jwks.json`);
+  const res = await fetch(`${mesh.url}/.well-known/jwks.json`);
   assert.equal(res.status, 200);
   return (await res.json()) as { keys: JWK[] };
 }
@@ -310,7 +294,7 @@ describe("INTERNAL methods", () => {
 
   test("the gateway does not route an INTERNAL method", async () => {
     const { accessToken } = await signedIn();
-    const users = gatewayClient(UserService, mesh.gateway.url, "connect-json", () => accessToken);
+    const users = gatewayClient(UserService, mesh.url, "connect-json", () => accessToken);
     await assertCode(users.createUser(createUser()), Code.Unimplemented, "gateway");
   });
 
@@ -343,7 +327,7 @@ describe("INTERNAL methods", () => {
 
 describe("the published key set", () => {
   test("/.well-known/jwks.json lists Ed25519 public keys with a kid and no private parts", async () => {
-    const res = await fetch(`${mesh.gateway.url}/.well-known/jwks.json`);
+    const res = await fetch(`${mesh.url}/.well-known/jwks.json`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get("content-type") ?? "", /^application\/jwk-set\+json/);
     const { keys } = (await res.json()) as { keys: JWK[] };

@@ -1,0 +1,7 @@
+export {
+  addressVariable,
+  type DevContext,
+  type MeshService,
+  meshServices,
+  type ServiceName,
+} from "./services.ts";

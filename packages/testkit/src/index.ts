@@ -1,0 +1,4 @@
+export { gatewayClient, type Protocol, uniqueEmail } from "./clients.ts";
+export { SHARED_PG_ENV, testDatabases } from "./infra.ts";
+export { type Mesh, type MeshOptions, type ServiceName, startMesh } from "./mesh.ts";
+export { assertCode, failure, waitUntil, within } from "./wait.ts";

@@ -1,0 +1,147 @@
+// Starts a mesh in this process on free ports: the services a test names, each with its own
+// database, on a NATS JetStream and an SMTP server of the mesh's own (cheap to start, and
+// isolated: streams, durable consumers and mail belong to one mesh), optionally the gateway.
+// stop() tears all of it down, also after a failure.
+import { randomBytes } from "node:crypto";
+import { freePort, type Nats, type Smtp, startNats, startSmtp } from "@protomesh/devkit";
+import { type RunningGateway, readGatewayConfig, startGateway } from "@protomesh/gateway";
+import { addressVariable, meshServices, type ServiceName } from "@protomesh/mesh";
+import { createLogger, type RunningService, startService } from "@protomesh/platform";
+import { testDatabases } from "./infra.ts";
+
+export type { ServiceName };
+
+export interface MeshOptions {
+  /** The services to start, in this order (default: all of them). */
+  services?: ServiceName[];
+  /** Start the gateway in front of them (default true). */
+  gateway?: boolean;
+  /** Settings of a service's own, on top of the mesh's (e.g. a short ACK_WAIT_MS). */
+  env?: Partial<Record<ServiceName, Record<string, string>>>;
+  gatewayEnv?: Record<string, string>;
+  /** Test hook: runs inside a service after a consumer's transaction commits, before its ack. */
+  beforeAck?: Partial<Record<ServiceName, (eventId: string) => Promise<void>>>;
+}
+
+export interface Mesh {
+  nats: Nats;
+  smtp: Smtp;
+  /** The running instance of each started service (the latest one started by start()). */
+  services: Partial<Record<ServiceName, RunningService>>;
+  /** The environment of each service, to start another instance or read its DATABASE_URL. */
+  env: Record<ServiceName, Record<string, string>>;
+  gateway: RunningGateway | undefined;
+  /** The gateway's URL; fails when the mesh has no gateway. */
+  url: string;
+  /** The gRPC target of a service, e.g. "127.0.0.1:40123". */
+  addr(name: ServiceName): string;
+  /** Starts (another instance of) a service, with extra settings and hooks. */
+  start(
+    name: ServiceName,
+    opts?: { env?: Record<string, string>; beforeAck?: (eventId: string) => Promise<void> },
+  ): Promise<RunningService>;
+  stop(): Promise<void>;
+}
+
+const level = process.env.TEST_LOG_LEVEL ?? "silent";
+
+/** Starts a mesh; on any failure stops what already started. */
+export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
+  const stops: Array<() => Promise<unknown>> = [];
+  const stopAll = async () => {
+    for (const stop of stops.splice(0).reverse()) await stop().catch(() => {});
+  };
+  try {
+    const databases = await testDatabases();
+    stops.push(() => databases.release());
+    const [nats, smtp] = await Promise.all([startNats(), startSmtp()]);
+    stops.push(
+      () => nats.stop(),
+      () => smtp.stop(),
+    );
+    const ports = Object.fromEntries(
+      await Promise.all(meshServices.map(async (s) => [s.name, await freePort()] as const)),
+    ) as Record<ServiceName, number>;
+    const secrets = new Map<string, string>();
+    const secret = (name: string) => {
+      if (!secrets.has(name)) secrets.set(name, randomBytes(32).toString("base64"));
+      return secrets.get(name) as string;
+    };
+    const addresses = Object.fromEntries(
+      meshServices.map((s) => [addressVariable(s.name), `127.0.0.1:${ports[s.name]}`]),
+    );
+    const common = {
+      HOST: "127.0.0.1",
+      METRICS_PORT: "0",
+      NATS_URL: nats.url,
+      MESH_SECRET: secret("MESH_SECRET"),
+      LOG_LEVEL: level,
+      SHUTDOWN_TIMEOUT_MS: "2000",
+      ...addresses,
+    };
+    const wanted = opts.services ?? meshServices.map((s) => s.name);
+    const env = {} as Record<ServiceName, Record<string, string>>;
+    for (const s of meshServices) {
+      env[s.name] = {
+        ...common,
+        PORT: String(ports[s.name]),
+        ...(wanted.includes(s.name) ? { DATABASE_URL: await databases.create(s.name) } : {}),
+        ...s.devEnv?.({ smtpUrl: smtp.url, secret }),
+        ...opts.env?.[s.name],
+      };
+    }
+
+    const services: Mesh["services"] = {};
+    const start: Mesh["start"] = async (name, o = {}) => {
+      const entry = meshServices.find((s) => s.name === name);
+      if (!entry) throw new Error(`no service ${name}`);
+      const module = await entry.load();
+      const spec = module.create(module.readConfig({ ...env[name], ...o.env }));
+      const hook = o.beforeAck ?? opts.beforeAck?.[name];
+      if (hook) spec.beforeAck = hook;
+      spec.log = createLogger(name, level);
+      const svc = await startService(spec);
+      services[name] = svc;
+      stops.push(() => svc.stop());
+      return svc;
+    };
+    for (const name of wanted) await start(name);
+
+    let gateway: RunningGateway | undefined;
+    if (opts.gateway ?? true) {
+      gateway = await startGateway(
+        readGatewayConfig(
+          meshServices.filter((s) => wanted.includes(s.name)),
+          {
+            ...common,
+            PORT: "0",
+            CORS_ORIGINS: "http://app.example",
+            MAX_REQUEST_BYTES: "65536",
+            ...opts.gatewayEnv,
+          },
+        ),
+        createLogger("gateway", level),
+      );
+      const g = gateway;
+      stops.push(() => g.stop());
+    }
+
+    return {
+      nats,
+      smtp,
+      services,
+      env,
+      gateway,
+      get url() {
+        if (!gateway) throw new Error("this mesh has no gateway");
+        return gateway.url;
+      },
+      addr: (name) => `127.0.0.1:${services[name]?.port ?? ports[name]}`,
+      start,
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

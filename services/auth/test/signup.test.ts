@@ -1,0 +1,145 @@
+// SignUp over the gateway: validation, and consistency between auth and user when user
+// refuses, is down, or a crash leaves a sign-up half done.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserService } from "@protomesh/contracts/user/v1/user_pb";
+import { createLogger, createMeshCredentials, createServiceClient } from "@protomesh/platform";
+import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail } from "@protomesh/testkit";
+import pg from "pg";
+import { createPgAuthStore } from "../src/pg-auth-store.ts";
+import { createSignupSweeper } from "../src/signup-sweeper.ts";
+
+let mesh: Mesh;
+before(async () => {
+  mesh = await startMesh({ services: ["auth", "user", "notify"] });
+});
+after(() => mesh?.stop());
+
+const PASSWORD = "correct horse battery";
+const auth = () => gatewayClient(AuthService, mesh.url, "connect-json");
+
+async function authRows(email: string) {
+  const client = new pg.Client(mesh.env.auth.DATABASE_URL);
+  await client.connect();
+  try {
+    return (await client.query("SELECT status FROM credentials WHERE email = $1", [email])).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe("validation", () => {
+  test("invalid sign-up input gets INVALID_ARGUMENT naming the field", async () => {
+    const cases: [object, string][] = [
+      [{ email: "not-an-email", password: PASSWORD, displayName: "A" }, "email"],
+      [{ email: uniqueEmail(), password: "short", displayName: "A" }, "password"],
+      [{ email: uniqueEmail(), password: PASSWORD, displayName: "" }, "display_name"],
+    ];
+    for (const [req, field] of cases) {
+      const err = await failure(auth().signUp(req));
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.match(err.rawMessage, new RegExp(`^${field}: `));
+    }
+  });
+
+  test("a password over bcrypt's 72 bytes is refused, not truncated", async () => {
+    // 37 characters, 74 bytes: within any character limit, over bcrypt's.
+    const err = await failure(
+      auth().signUp({ email: uniqueEmail(), password: "é".repeat(37), displayName: "A" }),
+    );
+    assert.equal(err.code, Code.InvalidArgument);
+    assert.match(err.rawMessage, /^password: .*72 bytes/);
+  });
+});
+
+describe("sign-up consistency across auth and user", () => {
+  test("a duplicate email, in any case, gets ALREADY_EXISTS", async () => {
+    const email = uniqueEmail();
+    await auth().signUp({ email, password: PASSWORD, displayName: "Di" });
+    const err = await failure(
+      auth().signUp({ email: email.toUpperCase(), password: PASSWORD, displayName: "Di" }),
+    );
+    assert.equal(err.code, Code.AlreadyExists);
+  });
+
+  test("when user refuses the profile, auth keeps nothing", async () => {
+    const email = uniqueEmail("orphan");
+    // A profile with this email exists in user (say, from an older system) but not in auth.
+    const mesh2user = createServiceClient(UserService, mesh.addr("user"), {
+      mesh: createMeshCredentials(mesh.env.user.MESH_SECRET as string, "test"),
+    });
+    await mesh2user.createUser({ userId: crypto.randomUUID(), email, displayName: "Old" });
+    mesh2user.close();
+
+    const err = await failure(auth().signUp({ email, password: PASSWORD, displayName: "New" }));
+    assert.equal(err.code, Code.AlreadyExists);
+    assert.deepEqual(await authRows(email), []);
+  });
+
+  test("when user is down, sign-up fails UNAVAILABLE, nothing can sign in, and a retry completes it", async () => {
+    const email = uniqueEmail("retry");
+    await mesh.services.user?.stop();
+    try {
+      // auth waits for user within the deadline, then gives up without half an account.
+      const err = await failure(
+        auth().signUp({ email, password: PASSWORD, displayName: "Ed" }, { timeoutMs: 1_500 }),
+      );
+      assert.ok([Code.Unavailable, Code.DeadlineExceeded].includes(err.code), Code[err.code]);
+      const signIn = await failure(auth().signIn({ email, password: PASSWORD }));
+      assert.equal(signIn.code, Code.Unauthenticated);
+      assert.deepEqual(await authRows(email), [{ status: "pending" }]);
+    } finally {
+      await mesh.start("user");
+    }
+    const { userId } = await auth().signUp({ email, password: PASSWORD, displayName: "Ed" });
+    assert.ok(userId);
+    assert.deepEqual(await authRows(email), [{ status: "active" }]);
+    const { tokens } = await auth().signIn({ email, password: PASSWORD });
+    const users = gatewayClient(UserService, mesh.url, "connect-json", () => tokens?.accessToken);
+    assert.equal((await users.getMe({})).user?.id, userId);
+    await mesh.smtp.waitFor((m) => m.to.includes(email));
+  });
+
+  test("a wrong password and an unknown email get the same answer", async () => {
+    const email = uniqueEmail();
+    await auth().signUp({ email, password: PASSWORD, displayName: "Bea" });
+    const wrong = await failure(auth().signIn({ email, password: "wrong horse battery" }));
+    const unknown = await failure(auth().signIn({ email: uniqueEmail("nobody"), password: PASSWORD }));
+    for (const err of [wrong, unknown]) {
+      assert.equal(err.code, Code.Unauthenticated);
+      assert.equal(err.rawMessage, "wrong email or password");
+    }
+  });
+});
+
+describe("sign-ups left pending by a crash", () => {
+  test("the sweeper activates one whose profile exists and deletes one whose profile does not", async () => {
+    const pool = new pg.Pool({ connectionString: mesh.env.auth.DATABASE_URL });
+    const users = createServiceClient(UserService, mesh.addr("user"), {
+      mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
+    });
+    try {
+      const store = createPgAuthStore(pool, { refreshS: 3600, accessS: 900 });
+      // Crash after user created the profile, before auth activated the credential.
+      const profiled = uniqueEmail("swept");
+      const profiledId = await store.reservePending(profiled, "not-a-real-hash");
+      assert.ok(profiledId);
+      await users.createUser({ userId: profiledId, email: profiled, displayName: "Fay" });
+      // Crash before user was ever called.
+      const orphan = uniqueEmail("orphan-pending");
+      assert.ok(await store.reservePending(orphan, "not-a-real-hash"));
+
+      const sweeper = createSignupSweeper({ store, users, timeoutS: 0, log: createLogger("test", "silent") });
+      const result = await sweeper.sweep();
+      assert.ok(result.activated >= 1 && result.deleted >= 1, JSON.stringify(result));
+      assert.deepEqual(await authRows(profiled), [{ status: "active" }]);
+      assert.deepEqual(await authRows(orphan), []);
+      await mesh.smtp.waitFor((m) => m.to.includes(profiled));
+    } finally {
+      users.close();
+      await pool.end();
+    }
+  });
+});

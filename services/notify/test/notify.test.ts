@@ -1,0 +1,280 @@
+// notify: the welcome email exactly once across crashes, the inbox (list and live stream, on any
+// replica, through the gateway with every protocol), and dead letters that can be replayed.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { Channel, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { startSmtp } from "@protomesh/devkit";
+import { createServiceClient, listDeadLetters } from "@protomesh/platform";
+import {
+  failure,
+  gatewayClient,
+  type Mesh,
+  type Protocol,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+  within,
+} from "@protomesh/testkit";
+import { type ConsumerInfo, connect, headers, type JetStreamManager } from "nats";
+import pg from "pg";
+
+const DURABLE = "notify-welcome-emails";
+const PASSWORD = "correct horse battery";
+const root = new URL("../../..", import.meta.url).pathname;
+
+/** A NATS connection of the test's own, closed after the test. */
+async function natsManager(m: Mesh, t: { after(fn: () => Promise<void>): void }) {
+  const nc = await connect({ servers: m.nats.url, maxReconnectAttempts: -1 });
+  t.after(() => nc.close());
+  return { nc, jsm: await nc.jetstreamManager() };
+}
+
+async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Waits until the welcome-email consumer has nothing left to deliver or settle. */
+function settled(jsm: JetStreamManager, extra: (ci: ConsumerInfo) => boolean = () => true) {
+  return waitUntil(
+    async () => {
+      const ci = await jsm.consumers.info("AUTH", DURABLE);
+      return ci.num_pending === 0 && ci.num_ack_pending === 0 && extra(ci) ? ci : undefined;
+    },
+    20_000,
+    `consumer ${DURABLE} settled`,
+  );
+}
+
+/** Signs up and in through the gateway; returns the user's id, email and access token. */
+async function signedUp(m: Mesh, tag: string) {
+  const auth = gatewayClient(AuthService, m.url, "connect-json");
+  const email = uniqueEmail(tag);
+  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Nia" });
+  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  return { userId, email, token: tokens?.accessToken ?? "" };
+}
+
+let mesh: Mesh;
+before(async () => {
+  // A short unary default at the gateway: streams must not inherit it.
+  mesh = await startMesh({ gatewayEnv: { DEFAULT_TIMEOUT_MS: "300" } });
+});
+after(() => mesh?.stop());
+
+describe("the inbox", () => {
+  test("ListMyNotifications lists the welcome email, newest first, page by page", async () => {
+    const { token } = await signedUp(mesh, "inbox");
+    const notify = gatewayClient(NotifyService, mesh.url, "connect-json", () => token);
+    const first = await waitUntil(
+      async () => {
+        const page = await notify.listMyNotifications({ pageSize: 1 });
+        return page.notifications.length > 0 ? page : undefined;
+      },
+      15_000,
+      "the welcome email in the inbox",
+    );
+    assert.equal(first.notifications[0]?.kind, "welcome");
+    assert.equal(first.notifications[0]?.channel, Channel.EMAIL);
+    assert.equal(first.notifications[0]?.subject, "Welcome to Protomesh");
+    assert.equal(first.nextPageToken, "", "one notification: no next page");
+    const bad = await failure(notify.listMyNotifications({ pageToken: "forged" }));
+    assert.equal(bad.code, Code.InvalidArgument);
+  });
+
+  for (const protocol of ["connect-json", "grpc-web", "grpc"] as Protocol[]) {
+    test(`WatchMyNotifications streams new notifications through the gateway (${protocol}), past the unary deadline`, async () => {
+      const auth = gatewayClient(AuthService, mesh.url, "connect-json");
+      const email = uniqueEmail(`watch-${protocol}`);
+      // Sign up without waiting for the welcome email: sign in needs no verified account.
+      const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Wes" });
+      const { tokens } = await auth.signIn({ email, password: PASSWORD });
+      await mesh.smtp.waitFor((m) => m.to.includes(email));
+      const notify = gatewayClient(NotifyService, mesh.url, protocol, () => tokens?.accessToken);
+      const ctl = new AbortController();
+      const stream = notify.watchMyNotifications({}, { signal: ctl.signal })[Symbol.asyncIterator]();
+      const next = stream.next();
+      // Time passing is what is tested: longer than the gateway's unary default (300 ms).
+      await delay(800);
+      // A second notification for the same user: what the open stream should receive.
+      await injectWelcome(mesh, userId, email);
+      const got = await within(next, 15_000, "a notification on the stream");
+      assert.equal(got.done, false);
+      assert.equal(got.value?.notification?.kind, "welcome");
+      ctl.abort();
+    });
+  }
+
+  test("a notification sent by one notify replica reaches a stream open on another", async (t) => {
+    const second = await mesh.start("notify", { env: { PORT: "0" } });
+    t.after(() => second.stop());
+    const { userId, email, token } = await signedUp(mesh, "replica");
+    await mesh.smtp.waitFor((m) => m.to.includes(email));
+    const direct = createServiceClient(NotifyService, `127.0.0.1:${second.port}`);
+    t.after(() => direct.close());
+    const ctl = new AbortController();
+    const stream = direct
+      .watchMyNotifications({}, { accessToken: token, signal: ctl.signal })
+      [Symbol.asyncIterator]();
+    const next = stream.next();
+    // Which replica consumes is up to JetStream; the stream must see it either way.
+    await injectWelcome(mesh, userId, email);
+    const got = await within(next, 15_000, "the notification on the other replica");
+    assert.equal(got.value?.notification?.kind, "welcome");
+    ctl.abort();
+  });
+
+  test("stopping notify ends an open stream at once with UNAVAILABLE, so the client reconnects", async (t) => {
+    const replica = await mesh.start("notify", { env: { PORT: "0", SHUTDOWN_TIMEOUT_MS: "30000" } });
+    const { userId, email, token } = await signedUp(mesh, "shutdown");
+    const direct = createServiceClient(NotifyService, `127.0.0.1:${replica.port}`);
+    t.after(() => direct.close());
+    const stream = direct.watchMyNotifications({}, { accessToken: token })[Symbol.asyncIterator]();
+    // One notification through it proves the stream is open on the server.
+    const first = stream.next();
+    await injectWelcome(mesh, userId, email);
+    assert.equal((await within(first, 15_000, "a first notification")).value?.notification?.kind, "welcome");
+    const ended = failure({ [Symbol.asyncIterator]: () => stream });
+    const started = Date.now();
+    await within(replica.stop(), 10_000, "stop with an open stream");
+    const err = await within(ended, 5_000, "the stream's end");
+    assert.equal(err.code, Code.Unavailable);
+    assert.ok(Date.now() - started < 5_000, "stop did not wait out its 30 s drain timeout");
+  });
+});
+
+/** Publishes another UserSignedUp for an existing user, as auth would, so notify emails again. */
+async function injectWelcome(m: Mesh, userId: string, email: string) {
+  const nc = await connect({ servers: m.nats.url });
+  try {
+    const h = headers();
+    const id = crypto.randomUUID();
+    h.set("Protomesh-Event-Id", id);
+    await nc
+      .jetstream()
+      .publish(
+        "auth.user.signed_up",
+        toBinary(UserSignedUpSchema, create(UserSignedUpSchema, { userId, email, displayName: "Again" })),
+        { msgID: id, headers: h },
+      );
+  } finally {
+    await nc.close();
+  }
+}
+
+test("the welcome email is sent once when notify crashes before its ack", async (t) => {
+  let crashed: string | undefined;
+  const m: Mesh = await startMesh({
+    env: { notify: { ACK_WAIT_MS: "1000" } },
+    beforeAck: {
+      // Runs inside notify after its transaction committed: crash there, so it never acks.
+      notify: async (eventId) => {
+        if (crashed) return;
+        crashed = eventId;
+        void m.services.notify?.kill();
+        throw new Error("notify crashed before its ack");
+      },
+    },
+  });
+  t.after(() => m.stop());
+  const email = uniqueEmail("crash");
+  const { userId } = await gatewayClient(AuthService, m.url, "connect-json").signUp({
+    email,
+    password: PASSWORD,
+    displayName: "Cal",
+  });
+  await m.smtp.waitFor((mail) => mail.to.includes(email));
+  await waitUntil(() => crashed !== undefined, 10_000, "notify crashed after sending, before its ack");
+
+  await m.start("notify", { beforeAck: async () => {} });
+  const { jsm } = await natsManager(m, t);
+  const ci = await settled(jsm, (c) => c.delivered.consumer_seq >= 2);
+  assert.ok(ci.delivered.consumer_seq >= 2, "JetStream redelivered the unacked event");
+  assert.equal(
+    m.smtp.messages.filter((mail) => mail.to.includes(email)).length,
+    1,
+    "exactly one welcome email",
+  );
+  const rows = await query<{ event_id: string }>(
+    m.env.notify.DATABASE_URL as string,
+    "SELECT event_id FROM notifications WHERE user_id = $1",
+    [userId],
+  );
+  assert.deepEqual(rows, [{ event_id: crashed }]);
+});
+
+test("an event that keeps failing is dead-lettered without its payload, and a replay delivers it", async (t) => {
+  const m = await startMesh({ env: { notify: { RETRY_BACKOFF_MS: "50" } } });
+  t.after(() => m.stop());
+  await m.smtp.stop();
+  const email = uniqueEmail("poison");
+  const { userId } = await gatewayClient(AuthService, m.url, "connect-json").signUp({
+    email,
+    password: PASSWORD,
+    displayName: "Pia",
+  });
+
+  const { jsm } = await natsManager(m, t);
+  const [dead] = await waitUntil(
+    async () => {
+      const letters = await listDeadLetters(jsm);
+      return letters.length > 0 ? letters : undefined;
+    },
+    20_000,
+    "a dead letter",
+  );
+  assert.ok(dead);
+  assert.equal(dead.stream, "AUTH_DLQ");
+  assert.equal(dead.consumer, DURABLE);
+  assert.equal(dead.subject, "auth.user.signed_up");
+  assert.equal(dead.eventType, "protomesh.auth.v1.UserSignedUp");
+  assert.ok(dead.error, "the last error is recorded");
+  const stored = await jsm.streams.getMessage("AUTH_DLQ", { seq: dead.seq });
+  assert.equal(stored.data.length, 0, "no payload: a secret in an event never lands in a second place");
+  const dlq = await jsm.streams.info("AUTH_DLQ");
+  const source = await jsm.streams.info("AUTH");
+  assert.equal(dlq.config.max_age, source.config.max_age, "dead letters live no longer than their events");
+  const ci = await settled(jsm);
+  assert.equal(ci.delivered.consumer_seq, 5, "delivered exactly maxDeliver (5) times");
+  assert.equal(
+    (
+      await query(m.env.notify.DATABASE_URL as string, "SELECT 1 FROM notifications WHERE user_id = $1", [
+        userId,
+      ])
+    ).length,
+    0,
+  );
+
+  // The operator fixes the mail server and replays with the documented command.
+  const smtp = await startSmtp();
+  t.after(() => smtp.stop());
+  await m.services.notify?.stop();
+  await m.start("notify", { env: { SMTP_URL: smtp.url } });
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, ["--import", "tsx", "scripts/dlq.ts", ...args], {
+      cwd: root,
+      env: { ...process.env, NATS_URL: m.nats.url },
+      encoding: "utf8",
+    });
+  const listed = run("list");
+  assert.equal(listed.status, 0, listed.stderr);
+  assert.match(listed.stdout, new RegExp(`AUTH_DLQ ${dead.seq} .*${DURABLE}.*${dead.eventId}`));
+  const replayed = run("replay", "AUTH_DLQ", String(dead.seq));
+  assert.equal(replayed.status, 0, replayed.stderr);
+  await smtp.waitFor((mail) => mail.to.includes(email));
+  assert.equal((await listDeadLetters(jsm)).length, 0, "the dead letter is gone once replayed");
+  const again = run("replay", "AUTH_DLQ", String(dead.seq));
+  assert.notEqual(again.status, 0, "a dead letter is replayed once");
+  assert.match(again.stderr, /no dead letter AUTH_DLQ/);
+});
