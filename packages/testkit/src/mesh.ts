@@ -26,7 +26,7 @@ export interface MeshOptions {
 export interface Mesh {
   nats: Nats;
   smtp: Smtp;
-  /** The running instance of each started service (the latest one started by start()). */
+  /** The running instance of each started service (replaced by start() without a PORT of its own). */
   services: Partial<Record<ServiceName, RunningService>>;
   /** The environment of each service, to start another instance or read its DATABASE_URL. */
   env: Record<ServiceName, Record<string, string>>;
@@ -101,7 +101,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       if (hook) spec.beforeAck = hook;
       spec.log = createLogger(name, level);
       const svc = await startService(spec);
-      services[name] = svc;
+      // An extra replica (on a port of its own) does not replace the mesh's instance.
+      if (o.env?.PORT === undefined) services[name] = svc;
       stops.push(() => svc.stop());
       return svc;
     };
