@@ -96,7 +96,8 @@ export async function startGateway(
 
   const { server, close } = createDualServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method === "GET") {
+    // HEAD answers like GET; both http servers leave out the body by themselves.
+    if (req.method === "GET" || req.method === "HEAD") {
       if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
       if (path === "/readyz") {
         return void ready().then((ok) =>
@@ -124,7 +125,7 @@ export async function startGateway(
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
     connect(req as never, res as never);
-  });
+  }, config.connections);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
