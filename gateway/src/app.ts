@@ -106,11 +106,10 @@ export async function startGateway(
 
   const { server, close } = createDualServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
+    // HEAD answers like GET; both http servers leave out the body by themselves.
     if (req.method === "GET" || req.method === "HEAD") {
       const send = (status: number, type: string, body: string, headers: Record<string, string> = {}) =>
-        res
-          .writeHead(status, { "content-type": type, ...headers })
-          .end(req.method === "HEAD" ? undefined : body);
+        res.writeHead(status, { "content-type": type, ...headers }).end(body);
       if (path === "/healthz") return void send(200, "text/plain", "ok");
       if (path === "/readyz") {
         return void ready().then((ok) => send(ok ? 200 : 503, "text/plain", ok ? "ready" : "not ready"));
@@ -131,7 +130,7 @@ export async function startGateway(
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
     connect(req as never, res as never);
-  });
+  }, config.connections);
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

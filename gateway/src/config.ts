@@ -1,11 +1,14 @@
 import { type CommonConfig, envReader, readCommonConfig } from "@protomesh/platform";
+import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
 
 /** The gateway's configuration. */
 export interface GatewayConfig extends CommonConfig {
   /** grpc target of each upstream service, by service name (auth, user, notify…). */
   upstreams: Record<string, string>;
+  /** Browser origins allowed by CORS; entries may use `*` as the port, or be `*` (any origin). */
   corsOrigins: string[];
   maxRequestBytes: number;
+  connections: ConnectionLimits;
   /** Deadline of a unary call whose client set none. */
   defaultTimeoutMs: number;
   /** Cap on a unary call's deadline. */
@@ -28,11 +31,24 @@ export function readGatewayConfig(
     ),
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    connections: {
+      headersTimeoutMs: env.int("HEADERS_TIMEOUT_MS", defaultConnectionLimits.headersTimeoutMs, 100, 600_000),
+      bodyTimeoutMs: env.int("BODY_TIMEOUT_MS", defaultConnectionLimits.bodyTimeoutMs, 100, 3_600_000),
+      idleTimeoutMs: env.int("IDLE_TIMEOUT_MS", defaultConnectionLimits.idleTimeoutMs, 100, 3_600_000),
+      maxConnections: env.int("MAX_CONNECTIONS", defaultConnectionLimits.maxConnections, 1, 1_000_000),
+    },
     defaultTimeoutMs: env.int("DEFAULT_TIMEOUT_MS", 10_000, 100, 600_000),
     maxTimeoutMs: env.int("MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
     maxStreamTimeoutMs: env.int("MAX_STREAM_TIMEOUT_MS", 3_600_000, 1_000, 7 * 86_400_000),
     accessLog: env.oneOf("ACCESS_LOG", ["on", "off"], "on") === "on",
   };
+  for (const origin of config.corsOrigins) {
+    if (!isOriginPattern(origin)) {
+      env.problem(
+        `CORS_ORIGINS: "${origin}" is not an origin (scheme://host, optionally :port or :*) or "*"`,
+      );
+    }
+  }
   env.done();
   return config;
 }
