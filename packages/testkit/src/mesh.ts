@@ -85,7 +85,6 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       env[s.name] = {
         ...common,
         PORT: String(ports[s.name]),
-        ...(wanted.includes(s.name) ? { DATABASE_URL: await databases.create(s.name) } : {}),
         ...s.devEnv?.({ smtpUrl: smtp.url, secret }),
         ...opts.env?.[s.name],
       };
@@ -95,6 +94,8 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
     const start: Mesh["start"] = async (name, o = {}) => {
       const entry = meshServices.find((s) => s.name === name);
       if (!entry) throw new Error(`no service ${name}`);
+      // A database of its own, made when the service first starts.
+      env[name].DATABASE_URL ??= await databases.create(name);
       const module = await entry.load();
       const spec = module.create(module.readConfig({ ...env[name], ...o.env }));
       const hook = o.beforeAck ?? opts.beforeAck?.[name];

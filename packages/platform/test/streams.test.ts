@@ -1,0 +1,107 @@
+// Streams belong to the service that emits their events: it creates them and keeps them as
+// declared; a consumer never creates a producer's stream, it waits for it and binds.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { type Nats, startNats } from "@protomesh/devkit";
+import {
+  createHealthClient,
+  createLogger,
+  createServiceClient,
+  defineStream,
+  HEALTH,
+  readServiceConfig,
+  startService,
+} from "@protomesh/platform";
+import { startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import { connect, type NatsConnection } from "nats";
+import { ensureStream } from "../src/nats.ts";
+
+let nats: Nats;
+let nc: NatsConnection;
+before(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url });
+});
+after(async () => {
+  await nc?.close();
+  await nats?.stop();
+});
+
+const log = createLogger("test", "silent");
+const MINUTE = 60_000;
+
+test("a declared stream is created with its dead-letter companion, and updated when its declaration changes", async () => {
+  const jsm = await nc.jetstreamManager();
+  const spec = defineStream({ name: "CODES", subjects: ["codes.>"], maxAgeMs: 10 * MINUTE });
+  await ensureStream(jsm, spec, log);
+  const created = await jsm.streams.info("CODES");
+  assert.deepEqual(created.config.subjects, ["codes.>"]);
+  assert.equal(created.config.max_age, 10 * MINUTE * 1e6);
+  assert.ok(created.config.duplicate_window <= created.config.max_age);
+  const dlq = await jsm.streams.info("CODES_DLQ");
+  assert.equal(dlq.config.max_age, created.config.max_age, "dead letters live no longer than the events");
+  assert.deepEqual(dlq.config.subjects, ["dlq.CODES.>"]);
+
+  // The owner ships a shorter retention and another subject: the next start applies them.
+  await ensureStream(jsm, { ...spec, subjects: ["codes.>", "pins.>"], maxAgeMs: 5 * MINUTE }, log);
+  const updated = await jsm.streams.info("CODES");
+  assert.equal(updated.config.max_age, 5 * MINUTE * 1e6);
+  assert.deepEqual(updated.config.subjects, ["codes.>", "pins.>"]);
+  assert.equal((await jsm.streams.info("CODES_DLQ")).config.max_age, 5 * MINUTE * 1e6);
+});
+
+test("declaring names that NATS would reject fails where it is written", () => {
+  assert.throws(
+    () => defineStream({ name: "codes", subjects: ["codes.>"], maxAgeMs: MINUTE }),
+    /UPPER_SNAKE/,
+  );
+  assert.throws(() => defineStream({ name: "CODES", subjects: [], maxAgeMs: MINUTE }), /no subjects/);
+});
+
+test("a service that emits an event outside its own streams does not start", async () => {
+  await assert.rejects(
+    startService({
+      config: readServiceConfig(
+        "stray",
+        0,
+      )({
+        NATS_URL: nats.url,
+        DATABASE_URL: "postgres://nobody@127.0.0.1:1/none",
+        MESH_SECRET: "x".repeat(32),
+      }),
+      migrations: "/nonexistent",
+      streams: [defineStream({ name: "STRAY", subjects: ["stray.>"], maxAgeMs: MINUTE })],
+      emits: [UserSignedUpSchema],
+      log,
+      build: async () => ({ services: [] }),
+    }),
+    /auth\.user\.signed_up.*not in any stream/,
+  );
+});
+
+test("a consumer never creates the producer's stream: it waits, then binds once the producer starts", async (t) => {
+  const mesh = await startMesh({ services: ["notify"], gateway: false });
+  t.after(() => mesh.stop());
+  const own = await connect({ servers: mesh.nats.url });
+  t.after(() => own.close());
+  const jsm = await own.jetstreamManager();
+  const health = createHealthClient(mesh.addr("notify"));
+  t.after(() => health.close());
+  assert.equal(await health.check(""), "SERVING", "ready: it can serve its calls");
+  assert.equal(await health.check(HEALTH.events), "NOT_SERVING", "its consumer is not bound yet");
+  await assert.rejects(jsm.streams.info("AUTH"), /stream not found/);
+
+  await mesh.start("auth");
+  await mesh.start("user");
+  await waitUntil(async () => (await health.check(HEALTH.events)) === "SERVING", 15_000, "notify bound");
+  const info = await jsm.streams.info("AUTH");
+  assert.equal(info.config.max_age, 30 * 24 * 60 * MINUTE * 1e6, "auth created AUTH as auth declares it");
+
+  const email = uniqueEmail("late-producer");
+  const auth = createServiceClient(AuthService, mesh.addr("auth"));
+  t.after(() => auth.close());
+  await auth.signUp({ email, password: "correct horse battery", displayName: "Lu" });
+  await mesh.smtp.waitFor((m) => m.to.includes(email));
+});
