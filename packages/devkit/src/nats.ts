@@ -3,9 +3,9 @@ import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ensureCommand } from "../../../scripts/lib/tools.ts";
 import { onProcessExit } from "./exit-cleanup.ts";
 import { LogTail } from "./log-tail.ts";
+import { ensureCommand } from "./tools.ts";
 
 /** A running nats-server with JetStream on 127.0.0.1. */
 export interface Nats {
