@@ -319,6 +319,9 @@ async function startServer(
     child.once("exit", () => resolveExit());
     child.once("error", () => resolveExit());
   });
+  // Nothing else stops a server in its own process group, so it goes when we do, also mid-start:
+  // killed when temp (nothing worth saving), asked for a fast, clean shutdown when kept.
+  void exited.then(onProcessExit(() => child.kill(persistent ? "SIGINT" : "SIGKILL")));
   return new Promise((resolveStart) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -350,11 +353,8 @@ function running(server: Server, { dataDir, persistent }: ClusterOptions, port: 
   const adminUrl = url("postgres");
   const { child } = server;
   const alive = () => child.exitCode === null && child.signalCode === null;
-  // A crashed test must not leave a server behind (it is in its own process group, so nothing else
-  // stops it): kill it hard when temp (nothing worth saving), ask for a fast, clean shutdown when
-  // the cluster is kept.
+  // A crashed test must not leave its temp cluster behind.
   const unregister = onProcessExit(() => {
-    if (alive()) child.kill(persistent ? "SIGINT" : "SIGKILL");
     if (!persistent) rmSync(dataDir, { recursive: true, force: true });
   });
 
