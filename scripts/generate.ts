@@ -11,7 +11,7 @@ import { join, relative } from "node:path";
 import { create, type DescFile, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { ensureCommand } from "./lib/tools.ts";
+import { ensureCommand } from "@protomesh/devkit";
 
 const root = join(import.meta.dirname, "..");
 const genDir = "packages/contracts/src/gen";

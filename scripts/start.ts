@@ -1,17 +1,34 @@
 // `npm start`: the whole mesh on this machine. An embedded PostgreSQL and a nats-server -js
 // (unless DATABASE_URL / NATS_URL point elsewhere), an SMTP sink that prints mail (unless
-// SMTP_URL is set), then every service and the gateway as child processes. Ctrl-C stops all.
+// SMTP_URL is set), then every service and the gateway as child processes. Ctrl-C stops all:
+// the services drain first, then the gateway and the infrastructure.
+//
+// Optional environment:
+//   PROTOMESH_DATA_DIR  secrets, the PostgreSQL cluster and the NATS store (default: .data here)
+//   PORT_BASE           moves every port, so a second mesh (or a test) can run beside yours:
+//                       gateway BASE, auth/user/notify BASE+1..3, their metrics BASE+4..6,
+//                       NATS BASE+7, PostgreSQL BASE+8. Without it: 8080, 50051-50053,
+//                       9101-9103, 4222 and 54329.
+//   GATEWAY_PORT, NATS_PORT, PG_PORT  one port each, over PORT_BASE
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { startNats, startPostgres, startSmtp } from "@protomesh/devkit";
 import pg from "pg";
 
 const root = join(import.meta.dirname, "..");
-const data = join(root, ".data");
+const data = resolve(process.env.PROTOMESH_DATA_DIR ?? join(root, ".data"));
 mkdirSync(data, { recursive: true });
+
+const portBase = process.env.PORT_BASE === undefined ? undefined : Number(process.env.PORT_BASE);
+if (portBase !== undefined && !(Number.isInteger(portBase) && portBase > 0 && portBase + 8 < 65536)) {
+  console.error(`PORT_BASE must be a port number, not "${process.env.PORT_BASE}"`);
+  process.exit(1);
+}
+const port = (offset: number, otherwise: number, override?: string): number =>
+  Number(override ?? (portBase === undefined ? otherwise : portBase + offset));
 
 /** Development secrets, made once per checkout and kept out of git (.data is ignored). */
 function devSecrets(): { MESH_SECRET: string; AUTH_KEY_ENCRYPTION_KEY: string } {
@@ -27,57 +44,96 @@ function devSecrets(): { MESH_SECRET: string; AUTH_KEY_ENCRYPTION_KEY: string } 
 }
 
 const services = [
-  { name: "auth", port: 50051, metrics: 9101 },
-  { name: "user", port: 50052, metrics: 9102 },
-  { name: "notify", port: 50053, metrics: 9103 },
+  { name: "auth", port: port(1, 50051), metrics: port(4, 9101) },
+  { name: "user", port: port(2, 50052), metrics: port(5, 9102) },
+  { name: "notify", port: port(3, 50053), metrics: port(6, 9103) },
 ] as const;
-const gatewayPort = Number(process.env.GATEWAY_PORT ?? 8080);
+const gatewayPort = port(0, 8080, process.env.GATEWAY_PORT);
 
-const stops: Array<() => Promise<unknown>> = [];
+// Past their own shutdown timeout (SHUTDOWN_TIMEOUT_MS, 10 s by default), a child is stuck.
+const STOP_GRACE_MS = 15_000;
+
+interface Child {
+  name: string;
+  process: ChildProcess;
+  exited: Promise<void>;
+}
+/** Services and the gateway, which stop before the infrastructure they use. */
+const children: Child[] = [];
+/** PostgreSQL, NATS and the SMTP sink, stopped last, in reverse order of start. */
+const infrastructure: Array<() => Promise<unknown>> = [];
 let stopping = false;
-async function shutdown(code: number) {
+let exitCode = 0;
+
+async function shutdown(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
+  exitCode = code;
   console.log("\nstopping…");
-  for (const stop of stops.reverse()) await stop().catch((err) => console.error(err));
-  process.exit(code);
+  await Promise.all(children.map(stopChild));
+  // PostgreSQL and NATS run in their own process groups, so they are still up for the drain.
+  for (const stop of infrastructure.reverse()) {
+    await stop().catch((err: unknown) => {
+      console.error(err instanceof Error ? err.message : err);
+      exitCode = 1;
+    });
+  }
+  process.exit(exitCode);
 }
 process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
 
+async function stopChild({ process: child, exited }: Child): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  // After a terminal's Ctrl-C they are draining already (same process group); SIGTERM then joins
+  // the stop in progress (runMain and the gateway handle SIGINT and SIGTERM with the same stop).
+  child.kill("SIGTERM");
+  const killer = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
+  await exited;
+  clearTimeout(killer);
+}
+
 /** Starts a child, prefixes its output, resolves once it logs that it is up. */
-function spawnService(
+function spawnChild(
   name: string,
   entry: string,
   env: Record<string, string>,
   readyWhen: RegExp,
 ): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
+  return new Promise((resolveReady, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", entry], {
       cwd: root,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    const exited = new Promise<void>((r) => child.once("exit", () => r()));
-    stops.push(async () => {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      await exited;
-    });
     const label = `[${name}]`.padEnd(9);
+    // 'close' comes after the last output line, so nothing it printed is lost.
+    const exited = new Promise<void>((r) => child.once("close", () => r()));
+    children.push({ name, process: child, exited });
     let ready = false;
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on("line", (line) => {
         console.log(`${label}${line}`);
         if (!ready && readyWhen.test(line)) {
           ready = true;
-          resolve(child);
+          resolveReady(child);
         }
       });
     }
-    child.once("exit", (code) => {
+    child.once("exit", (code, signal) => {
+      const clean = code === 0;
       if (!ready) reject(new Error(`${name} exited with code ${code} before it was ready`));
-      else if (!stopping) {
-        console.error(`${name} exited unexpectedly (code ${code})`);
+      if (stopping) {
+        if (!clean) {
+          console.error(`${name} did not stop cleanly (code ${code}, signal ${signal})`);
+          exitCode = 1;
+        }
+      } else if (clean) {
+        // Stopped by someone else (a signal to it alone): the mesh is incomplete without it.
+        console.log(`${name} stopped; stopping the rest`);
+        void shutdown(0);
+      } else if (ready) {
+        console.error(`${name} exited unexpectedly (code ${code}, signal ${signal})`);
         void shutdown(1);
       }
     });
@@ -87,27 +143,30 @@ function spawnService(
 try {
   let adminUrl = process.env.DATABASE_URL;
   if (!adminUrl) {
+    const requested = join(data, "pg");
     const pgServer = await startPostgres({
-      dataDir: join(data, "pg"),
+      dataDir: requested,
       persistent: true,
-      port: Number(process.env.PG_PORT ?? 54329),
+      port: port(8, 54329, process.env.PG_PORT),
     });
-    stops.push(() => pgServer.stop());
+    infrastructure.push(() => pgServer.stop());
     adminUrl = pgServer.adminUrl;
+    const moved = pgServer.dataDir === requested ? "" : ` (the postgres user cannot reach ${requested})`;
+    console.log(`[postgres] 127.0.0.1:${pgServer.port}, data in ${pgServer.dataDir}${moved}`);
   }
   let natsUrl = process.env.NATS_URL;
   if (!natsUrl) {
     const nats = await startNats({
       storeDir: join(data, "nats"),
-      port: Number(process.env.NATS_PORT ?? 4222),
+      port: port(7, 4222, process.env.NATS_PORT),
     });
-    stops.push(() => nats.stop());
+    infrastructure.push(() => nats.stop());
     natsUrl = nats.url;
   }
   let smtpUrl = process.env.SMTP_URL;
   if (!smtpUrl) {
     const smtp = await startSmtp();
-    stops.push(() => smtp.stop());
+    infrastructure.push(() => smtp.stop());
     smtpUrl = smtp.url;
     const seen = new Set<unknown>();
     setInterval(() => {
@@ -144,7 +203,7 @@ try {
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
   };
   for (const s of services) {
-    await spawnService(
+    await spawnChild(
       s.name,
       `services/${s.name}/src/main.ts`,
       {
@@ -158,7 +217,7 @@ try {
       /"msg":"started"/,
     );
   }
-  await spawnService(
+  await spawnChild(
     "gateway",
     "gateway/src/main.ts",
     {
@@ -179,9 +238,10 @@ Try:
   curl -s -X POST http://127.0.0.1:${gatewayPort}/protomesh.auth.v1.AuthService/SignUp \\
     -H 'content-type: application/json' \\
     -d '{"email":"ada@example.com","password":"correct horse battery","displayName":"Ada"}'
-  grpcurl -plaintext 127.0.0.1:50052 list
+  grpcurl -plaintext 127.0.0.1:${services[1].port} list
 Ctrl-C stops everything.`);
 } catch (err) {
-  console.error(err instanceof Error ? err.message : err);
+  // Once stopping, a start cut short is expected, not worth a message.
+  if (!stopping) console.error(err instanceof Error ? err.message : err);
   await shutdown(1);
 }

@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join, relative } from "node:path";
-import { ensureCommand } from "./lib/tools.ts";
+import { ensureCommand } from "@protomesh/devkit";
 
 const root = join(import.meta.dirname, "..");
 const bin = join(root, "node_modules/.bin");

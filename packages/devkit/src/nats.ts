@@ -3,9 +3,9 @@ import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ensureCommand } from "../../../scripts/lib/tools.ts";
 import { onProcessExit } from "./exit-cleanup.ts";
 import { LogTail } from "./log-tail.ts";
+import { ensureCommand } from "./tools.ts";
 
 /** A running nats-server with JetStream on 127.0.0.1. */
 export interface Nats {
@@ -96,7 +96,9 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<Nats> {
 
 function spawnServer(port: number, storeDir: string, temp: boolean): Server {
   const args = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
-  const child = spawn("nats-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+  // Its own process group: a terminal's Ctrl-C goes to the dev runner and its services, which
+  // still need NATS while they drain; the runner stops it after them.
+  const child = spawn("nats-server", args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
   // A temp server holds nothing worth a graceful shutdown; a kept store gets one.
   const unregister = onProcessExit(() => child.kill(temp ? "SIGKILL" : "SIGTERM"));
   const log = new LogTail();

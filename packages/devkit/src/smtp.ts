@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
+import PostalMime from "postal-mime";
 import { SMTPServer, type SMTPServerEnvelope } from "smtp-server";
-import { parseMail } from "./mime.ts";
 
 /** One mail as the SMTP server received it. */
 export interface ReceivedMail {
@@ -61,10 +61,12 @@ export async function startSmtp(): Promise<Smtp> {
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
       stream.once("error", callback);
       stream.once("end", () => {
-        const mail = receivedMail(Buffer.concat(chunks), session.envelope);
-        messages.push(mail);
-        for (const waiter of waiters) settle(waiter, mail);
-        callback();
+        // Answering only once the mail is stored means a sender's sendMail() resolves after it is here.
+        receivedMail(Buffer.concat(chunks), session.envelope).then((mail) => {
+          messages.push(mail);
+          for (const waiter of waiters) settle(waiter, mail);
+          callback();
+        }, callback);
       });
     },
   });
@@ -123,11 +125,19 @@ export async function startSmtp(): Promise<Smtp> {
   };
 }
 
-function receivedMail(raw: Buffer, envelope: SMTPServerEnvelope): ReceivedMail {
+async function receivedMail(raw: Buffer, envelope: SMTPServerEnvelope): Promise<ReceivedMail> {
+  const parsed = await PostalMime.parse(raw);
+  const headers: Record<string, string> = {};
+  for (const { key, value } of parsed.headers) headers[key] ??= value;
   return {
     from: envelope.mailFrom === false ? "" : envelope.mailFrom.address,
     to: envelope.rcptTo.map((recipient) => recipient.address),
-    ...parseMail(raw),
+    subject: parsed.subject ?? "",
+    // A single-part body keeps the line break that precedes SMTP's closing "."; the sender's text
+    // ended before it.
+    text: (parsed.text ?? "").replace(/\n$/, ""),
+    messageId: parsed.messageId ?? "",
+    headers,
     raw: raw.toString("utf8"),
   };
 }

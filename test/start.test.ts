@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { connect } from "nats";
+import pg from "pg";
+
+const root = join(import.meta.dirname, "..");
+const SERVICES = ["auth", "user", "notify"];
+/** start.ts puts all its ports at PORT_BASE + 0..8. */
+const PORTS = 9;
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A PORT_BASE whose ports are all free, below the kernel's ephemeral range (32768 and up), where
+ * the port-0 servers of tests running in parallel cannot take them.
+ */
+async function freePortBase(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 1_200) * 10;
+    let free = true;
+    for (let port = base; free && port < base + PORTS; port++) free = await canListen(port);
+    if (free) return base;
+  }
+  throw new Error(`no ${PORTS} free ports in a row between 20000 and 32000`);
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test("Ctrl-C stops the whole mesh cleanly: services drain while the infrastructure is up, exit 0", {
+  timeout: 120_000,
+}, async (t) => {
+  const data = await mkdtemp(join(tmpdir(), "protomesh-start-"));
+  // As root, PostgreSQL runs as the postgres user, which must reach the cluster in here.
+  await chmod(data, 0o755);
+  const base = await freePortBase();
+  const env: NodeJS.ProcessEnv = { ...process.env, PROTOMESH_DATA_DIR: data, PORT_BASE: String(base) };
+  // A developer's own settings would point the mesh elsewhere.
+  for (const name of ["DATABASE_URL", "NATS_URL", "SMTP_URL", "GATEWAY_PORT", "NATS_PORT", "PG_PORT"]) {
+    delete env[name];
+  }
+
+  // Its own process group, as a terminal gives a foreground job, so we can signal the group.
+  const start = spawn(process.execPath, ["--import", "tsx", "scripts/start.ts"], {
+    cwd: root,
+    env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const pid = start.pid;
+  assert.ok(pid !== undefined);
+  let output = "";
+  const closed = new Promise<number | null>((resolve) => start.once("close", (code) => resolve(code)));
+  const running = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+      if (output.includes("Protomesh is running")) resolve();
+    };
+    start.stdout.on("data", onData);
+    start.stderr.on("data", onData);
+    void closed.then(() => reject(new Error(`start.ts exited before the mesh was running:\n${output}`)));
+  });
+  t.after(async () => {
+    // After a failure: SIGTERM lets start.ts stop its PostgreSQL and NATS, which are in their own
+    // process groups; whatever still runs of ours then goes hard.
+    if (groupAlive(pid)) {
+      process.kill(-pid, "SIGTERM");
+      const timeout = new Promise((resolve) => setTimeout(resolve, 30_000).unref());
+      await Promise.race([closed, timeout]);
+      if (groupAlive(pid)) process.kill(-pid, "SIGKILL");
+    }
+    await rm(data, { recursive: true, force: true });
+  });
+
+  await running;
+  const postmaster = Number((await readFile(join(data, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
+  // What start.ts had printed when each server went away: the services' drain must come before.
+  const nats = await connect({ servers: `127.0.0.1:${base + 7}`, reconnect: false });
+  const natsGone = nats.closed().then(() => output);
+  const db = new pg.Client(`postgres://postgres:postgres@127.0.0.1:${base + 8}/postgres`);
+  await db.connect();
+  db.on("error", () => {});
+  const postgresGone = new Promise<string>((resolve) => db.once("end", () => resolve(output)));
+
+  process.kill(-pid, "SIGINT");
+  const code = await closed;
+
+  assert.equal(code, 0, output);
+  assert.doesNotMatch(output, /Error|unhandled|exited unexpectedly|did not stop cleanly|^\s+at /m);
+  // Each service got through its whole drain (outbox flushed, NATS drained, pool closed) while
+  // NATS and PostgreSQL were still up.
+  for (const [server, gone] of [
+    ["NATS", await natsGone],
+    ["PostgreSQL", await postgresGone],
+  ] as const) {
+    for (const name of SERVICES) {
+      assert.match(
+        gone,
+        new RegExp(`^\\[${name}\\] .*"msg":"stopped"`, "m"),
+        `${server} stopped before ${name}`,
+      );
+    }
+  }
+  assert.equal(groupAlive(pid), false, "a service or the gateway outlived start.ts");
+  assert.throws(() => process.kill(postmaster, 0), { code: "ESRCH" }, "PostgreSQL outlived start.ts");
+  for (let port = base; port < base + PORTS; port++)
+    assert.ok(await canListen(port), `port ${port} is still taken`);
+});
