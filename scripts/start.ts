@@ -6,16 +6,18 @@
 // Optional environment:
 //   PROTOMESH_DATA_DIR  secrets, the PostgreSQL cluster and the NATS store (default: .data here)
 //   PORT_BASE           moves every port, so a second mesh (or a test) can run beside yours:
-//                       gateway BASE, auth/user/notify BASE+1..3, their metrics BASE+4..6,
-//                       NATS BASE+7, PostgreSQL BASE+8. Without it: 8080, 50051-50053,
-//                       9101-9103, 4222 and 54329.
+//                       gateway BASE, the N services of packages/mesh BASE+1..N in list order,
+//                       their metrics BASE+N+1..2N, NATS BASE+2N+1, PostgreSQL BASE+2N+2.
+//                       Without it: 8080, each service's own ports, 4222 and 54329.
 //   GATEWAY_PORT, NATS_PORT, PG_PORT  one port each, over PORT_BASE
+//   CORS_ORIGINS        browser origins the gateway allows (default: any localhost port)
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { startNats, startPostgres, startSmtp } from "@protomesh/devkit";
+import { addressVariable, meshServices } from "@protomesh/mesh";
 import pg from "pg";
 
 const root = join(import.meta.dirname, "..");
@@ -23,7 +25,8 @@ const data = resolve(process.env.PROTOMESH_DATA_DIR ?? join(root, ".data"));
 mkdirSync(data, { recursive: true });
 
 const portBase = process.env.PORT_BASE === undefined ? undefined : Number(process.env.PORT_BASE);
-if (portBase !== undefined && !(Number.isInteger(portBase) && portBase > 0 && portBase + 8 < 65536)) {
+const n = meshServices.length;
+if (portBase !== undefined && !(Number.isInteger(portBase) && portBase > 0 && portBase + 2 * n + 2 < 65536)) {
   console.error(`PORT_BASE must be a port number, not "${process.env.PORT_BASE}"`);
   process.exit(1);
 }
@@ -31,24 +34,24 @@ const port = (offset: number, otherwise: number, override?: string): number =>
   Number(override ?? (portBase === undefined ? otherwise : portBase + offset));
 
 /** Development secrets, made once per checkout and kept out of git (.data is ignored). */
-function devSecrets(): { MESH_SECRET: string; AUTH_KEY_ENCRYPTION_KEY: string } {
+function devSecret(name: string): string {
   const file = join(data, "secrets.json");
-  if (!existsSync(file)) {
-    const secrets = {
-      MESH_SECRET: randomBytes(32).toString("base64"),
-      AUTH_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
-    };
+  const secrets: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {};
+  if (!secrets[name]) {
+    secrets[name] = randomBytes(32).toString("base64");
     writeFileSync(file, JSON.stringify(secrets), { mode: 0o600 });
   }
-  return JSON.parse(readFileSync(file, "utf8"));
+  return secrets[name];
 }
 
-const services = [
-  { name: "auth", port: port(1, 50051), metrics: port(4, 9101) },
-  { name: "user", port: port(2, 50052), metrics: port(5, 9102) },
-  { name: "notify", port: port(3, 50053), metrics: port(6, 9103) },
-] as const;
+const services = meshServices.map((s, i) => ({
+  ...s,
+  port: port(1 + i, s.port),
+  metrics: port(1 + n + i, s.metricsPort),
+}));
 const gatewayPort = port(0, 8080, process.env.GATEWAY_PORT);
+// Any page served from this machine, whatever its dev server's port: the usual front-end setup.
+const DEV_CORS_ORIGINS = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*";
 
 // Past their own shutdown timeout (SHUTDOWN_TIMEOUT_MS, 10 s by default), a child is stuck.
 const STOP_GRACE_MS = 15_000;
@@ -147,7 +150,7 @@ try {
     const pgServer = await startPostgres({
       dataDir: requested,
       persistent: true,
-      port: port(8, 54329, process.env.PG_PORT),
+      port: port(2 * n + 2, 54329, process.env.PG_PORT),
     });
     infrastructure.push(() => pgServer.stop());
     adminUrl = pgServer.adminUrl;
@@ -158,7 +161,7 @@ try {
   if (!natsUrl) {
     const nats = await startNats({
       storeDir: join(data, "nats"),
-      port: port(7, 4222, process.env.NATS_PORT),
+      port: port(2 * n + 1, 4222, process.env.NATS_PORT),
     });
     infrastructure.push(() => nats.stop());
     natsUrl = nats.url;
@@ -192,15 +195,12 @@ try {
   }
   await admin.end();
 
-  const secrets = devSecrets();
-  const addr = (name: string) => `dns:///127.0.0.1:${services.find((s) => s.name === name)?.port}`;
   const common = {
     HOST: "127.0.0.1",
     NATS_URL: natsUrl,
-    AUTH_ADDR: addr("auth"),
-    USER_ADDR: addr("user"),
-    NOTIFY_ADDR: addr("notify"),
+    MESH_SECRET: devSecret("MESH_SECRET"),
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
+    ...Object.fromEntries(services.map((s) => [addressVariable(s.name), `dns:///127.0.0.1:${s.port}`])),
   };
   for (const s of services) {
     await spawnChild(
@@ -208,11 +208,10 @@ try {
       `services/${s.name}/src/main.ts`,
       {
         ...common,
-        ...secrets,
+        ...s.devEnv?.({ smtpUrl, secret: devSecret }),
         PORT: String(s.port),
         METRICS_PORT: String(s.metrics),
         DATABASE_URL: dbUrl(s.name),
-        SMTP_URL: smtpUrl,
       },
       /"msg":"started"/,
     );
@@ -223,7 +222,7 @@ try {
     {
       ...common,
       PORT: String(gatewayPort),
-      CORS_ORIGINS: process.env.CORS_ORIGINS ?? "http://localhost:5173",
+      CORS_ORIGINS: process.env.CORS_ORIGINS ?? DEV_CORS_ORIGINS,
     },
     /"msg":"gateway listening"/,
   );
@@ -232,13 +231,14 @@ try {
 Protomesh is running.
   gateway   http://127.0.0.1:${gatewayPort}   (Connect, gRPC-web and gRPC; /healthz /readyz /metrics /.well-known/jwks.json)
 ${services.map((s) => `  ${s.name.padEnd(9)} 127.0.0.1:${s.port}   (gRPC with reflection; metrics on :${s.metrics}/metrics)`).join("\n")}
+  CORS      ${process.env.CORS_ORIGINS ?? `${DEV_CORS_ORIGINS} (set CORS_ORIGINS to change)`}
   mail      printed here as [mail]${process.env.SMTP_URL ? " (SMTP_URL is set: sent there instead)" : ""}
 
 Try:
   curl -s -X POST http://127.0.0.1:${gatewayPort}/protomesh.auth.v1.AuthService/SignUp \\
     -H 'content-type: application/json' \\
     -d '{"email":"ada@example.com","password":"correct horse battery","displayName":"Ada"}'
-  grpcurl -plaintext 127.0.0.1:${services[1].port} list
+  npm run grpc -- 127.0.0.1:${services[1]?.port} list      (or grpcurl -plaintext …)
 Ctrl-C stops everything.`);
 } catch (err) {
   // Once stopping, a start cut short is expected, not worth a message.

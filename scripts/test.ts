@@ -1,10 +1,12 @@
 // `npm test`: everything CI checks, in order of speed. Contracts (buf lint, generated code
 // fresh), typecheck, lint, then every test against real PostgreSQL and NATS that the tests
-// start themselves. Extra arguments are passed to node --test (e.g. a single file).
-import { spawnSync } from "node:child_process";
+// start themselves: one PostgreSQL for the whole run (each mesh makes databases of its own on
+// it), NATS and SMTP per mesh. Extra arguments are passed to node --test (e.g. a single file).
+import { spawn, spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join, relative } from "node:path";
-import { ensureCommand } from "@protomesh/devkit";
+import { ensureCommand, startPostgres } from "@protomesh/devkit";
+import { SHARED_PG_ENV } from "@protomesh/testkit";
 
 const root = join(import.meta.dirname, "..");
 const bin = join(root, "node_modules/.bin");
@@ -43,10 +45,18 @@ if (only.length === 0) {
   step("typecheck", join(bin, "tsc"), ["-p", "tsconfig.json", "--noEmit"]);
   step("lint", join(bin, "biome"), ["check", "."]);
 }
-step("tests", process.execPath, [
-  "--import",
-  "tsx",
-  "--test",
-  "--test-timeout=120000",
-  ...(only.length ? only : testFiles()),
-]);
+console.log("\n▶ tests");
+const pg = await startPostgres();
+const status = await new Promise<number>((resolve) => {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--test", "--test-timeout=120000", ...(only.length ? only : testFiles())],
+    { cwd: root, stdio: "inherit", env: { ...process.env, [SHARED_PG_ENV]: pg.adminUrl } },
+  );
+  // Ctrl-C reaches the runner too (same process group); wait for it, then stop PostgreSQL.
+  process.on("SIGINT", () => {});
+  child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+});
+await pg.stop();
+if (status !== 0) console.error("✖ tests failed");
+process.exit(status);
