@@ -7,6 +7,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { freePort, startNats, startPostgres, startSmtp } from "@protomesh/devkit";
+import { addressVariable, meshServices, type ServiceName } from "@protomesh/mesh";
 import {
   connectGrpcClient,
   connectJsonClient,
@@ -47,31 +48,35 @@ const load = (name: string, call: () => Promise<unknown>, concurrency = CONCURRE
 try {
   const [pg, nats, smtp] = await Promise.all([startPostgres(), startNats(), startSmtp()]);
   infra.push(pg, nats, smtp);
-  const ports = {
-    auth: await freePort(),
-    user: await freePort(),
-    notify: await freePort(),
-    gateway: await freePort(),
+  const ports = {} as Record<ServiceName | "gateway", number>;
+  const metrics = {} as Record<ServiceName, number>;
+  for (const svc of meshServices) {
+    ports[svc.name] = await freePort();
+    metrics[svc.name] = await freePort();
+  }
+  ports.gateway = await freePort();
+  const secrets = new Map<string, string>();
+  const secret = (name: string) => {
+    if (!secrets.has(name)) secrets.set(name, randomBytes(32).toString("base64"));
+    return secrets.get(name) as string;
   };
-  const metrics = { auth: await freePort(), user: await freePort(), notify: await freePort() };
   const common = {
     HOST: "127.0.0.1",
     NATS_URL: nats.url,
-    MESH_SECRET: randomBytes(32).toString("base64"),
-    AUTH_ADDR: `127.0.0.1:${ports.auth}`,
-    USER_ADDR: `127.0.0.1:${ports.user}`,
-    NOTIFY_ADDR: `127.0.0.1:${ports.notify}`,
+    MESH_SECRET: secret("MESH_SECRET"),
     LOG_LEVEL: "warn",
+    ...Object.fromEntries(
+      meshServices.map((svc) => [addressVariable(svc.name), `127.0.0.1:${ports[svc.name]}`]),
+    ),
   };
-  for (const name of ["auth", "user", "notify"] as const) {
+  for (const svc of meshServices) {
     procs.push(
-      await startProcess(`services/${name}/src/main.ts`, {
+      await startProcess(`services/${svc.name}/src/main.ts`, {
         ...common,
-        PORT: String(ports[name]),
-        METRICS_PORT: String(metrics[name]),
-        DATABASE_URL: await pg.createDatabase(`protomesh_${name}`),
-        AUTH_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
-        SMTP_URL: smtp.url,
+        ...svc.devEnv?.({ smtpUrl: smtp.url, secret }),
+        PORT: String(ports[svc.name]),
+        METRICS_PORT: String(metrics[svc.name]),
+        DATABASE_URL: await pg.createDatabase(`protomesh_${svc.name}`),
         LOG_LEVEL: "info",
       }),
     );
