@@ -4,11 +4,11 @@ import {
   connectNats,
   createAccessTokenVerifier,
   createHealthClient,
+  createJwksSource,
   createLogger,
   createRevocationList,
   createServiceClient,
   followRevocations,
-  jwksFromAuth,
   type Logger,
   metrics,
 } from "@protomesh/platform";
@@ -47,7 +47,7 @@ export async function startGateway(
   config: GatewayConfig,
   log: Logger = createLogger("gateway", config.logLevel),
 ) {
-  const jwksSource = jwksFromAuth(config.authAddr);
+  const jwksSource = createJwksSource(config.authAddr);
   const jwks = cached<JSONWebKeySet>(jwksSource.fetch, 60_000);
   // Revoked sessions are refused here too, not only by the services behind.
   const { nc } = await connectNats(config.natsUrl, "gateway", log);
@@ -87,6 +87,8 @@ export async function startGateway(
   // until the shutdown timeout, then Connect's shutdown signal cancels what is left.
   const stopStreams = new AbortController();
   const stopCalls = new AbortController();
+  // Responses not yet finished, so a stop can wait for them before closing their connections.
+  const inFlight = new Set<Promise<void>>();
   const connect = connectNodeAdapter({
     routes: forwardRoutes(
       upstreams,
@@ -129,6 +131,9 @@ export async function startGateway(
     }
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
+    const done = new Promise<void>((resolve) => res.once("close", resolve));
+    inFlight.add(done);
+    void done.then(() => inFlight.delete(done));
     connect(req as never, res as never);
   }, config.connections);
 
@@ -146,12 +151,15 @@ export async function startGateway(
     url: `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`,
     stop() {
       stopping ??= (async () => {
+        // Streams end now with UNAVAILABLE; unary calls may finish within the shutdown timeout.
+        // Both write their last bytes before the connections close under them.
         stopStreams.abort();
-        close();
-        const drained = new Promise<void>((resolve) => server.once("close", () => resolve()));
         const timer = setTimeout(() => stopCalls.abort(), config.shutdownTimeoutMs);
-        await drained;
+        await Promise.all(inFlight);
         clearTimeout(timer);
+        const drained = new Promise<void>((resolve) => server.once("close", () => resolve()));
+        close();
+        await drained;
         for (const u of upstreams) {
           u.client.close();
           u.health.close();

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { createServer as createHttp1, type IncomingMessage, type ServerResponse } from "node:http";
 import {
   createServer as createHttp2,
@@ -9,13 +8,12 @@ import {
 } from "node:http2";
 import { createServer as createNet, type Server, type Socket } from "node:net";
 import { cors } from "@connectrpc/connect";
+import { REQUEST_ID_HEADER, requestIdOf } from "@protomesh/platform";
 
 type Request = IncomingMessage | Http2ServerRequest;
 // Both response kinds offer the same writeHead/setHeader/end; one type keeps call sites simple.
 type Response = ServerResponse;
 export type Handler = (req: Request, res: Response) => void;
-
-const SAFE_REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 // A serialized origin as browsers send it (scheme://host[:port], no userinfo, path or
 // trailing dot tricks), or a configured pattern, which may also have `*` as its whole port.
@@ -74,7 +72,7 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
   const allowed = originAllowed(origin, origins);
   if (allowed) {
     res.setHeader("access-control-allow-origin", origin);
-    res.setHeader("access-control-expose-headers", [...cors.exposedHeaders, "x-request-id"].join(", "));
+    res.setHeader("access-control-expose-headers", [...cors.exposedHeaders, REQUEST_ID_HEADER].join(", "));
   }
   if (req.method !== "OPTIONS") return false;
   if (!allowed) {
@@ -84,7 +82,7 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
   res.setHeader("access-control-allow-methods", cors.allowedMethods.join(", "));
   res.setHeader(
     "access-control-allow-headers",
-    [...cors.allowedHeaders, "authorization", "x-request-id"].join(", "),
+    [...cors.allowedHeaders, "authorization", REQUEST_ID_HEADER].join(", "),
   );
   res.setHeader("access-control-max-age", "7200");
   res.writeHead(204).end();
@@ -96,11 +94,11 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
  * the client claimed) and a request id (the client's if well-formed, else a new one).
  */
 export function stampRequest(req: Request, res: Response): void {
-  const offered = req.headers["x-request-id"];
-  const id = typeof offered === "string" && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
-  req.headers["x-request-id"] = id;
+  const offered = req.headers[REQUEST_ID_HEADER];
+  const id = requestIdOf(typeof offered === "string" ? offered : undefined);
+  req.headers[REQUEST_ID_HEADER] = id;
   req.headers["x-forwarded-for"] = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
-  res.setHeader("x-request-id", id);
+  res.setHeader(REQUEST_ID_HEADER, id);
 }
 
 /** How long clients may take and how many connections they may hold (README: configuration). */

@@ -2,8 +2,22 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import { meshServices } from "@protomesh/mesh";
+import { createLogger } from "@protomesh/platform";
+import {
+  failure,
+  gatewayClient,
+  type Mesh,
+  publishEvent,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+  within,
+} from "@protomesh/testkit";
+import { readGatewayConfig, startGateway } from "../src/index.ts";
 
 let mesh: Mesh;
 before(async () => {
@@ -125,4 +139,32 @@ test("metrics and access logs name status codes the same way (gRPC's canonical n
     metrics,
     /gateway_request_seconds_count\{procedure="protomesh\.auth\.v1\.AuthService\/SignIn",code="INVALID_ARGUMENT"\}/,
   );
+});
+
+test("stopping the gateway ends open streams at once with UNAVAILABLE, so clients reconnect", async (t) => {
+  const second = await startGateway(
+    readGatewayConfig(meshServices, { ...mesh.env.auth, PORT: "0", SHUTDOWN_TIMEOUT_MS: "30000" }),
+    createLogger("gateway", "silent"),
+  );
+  t.after(() => second.stop());
+  const auth = gatewayClient(AuthService, mesh.url, "connect-json");
+  const email = uniqueEmail("gw-stop");
+  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Gus" });
+  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  await mesh.smtp.waitFor((m) => m.to.includes(email));
+  const streams = (["connect-json", "grpc"] as const).map((protocol) =>
+    gatewayClient(NotifyService, second.url, protocol, () => tokens?.accessToken)
+      .watchMyNotifications({})
+      [Symbol.asyncIterator](),
+  );
+  const firsts = streams.map((s) => s.next());
+  // Another welcome for the same user: one notification that every open stream receives.
+  await publishEvent(mesh.nats.url, UserSignedUpSchema, { userId, email, displayName: "Gus" });
+  // A message through each stream proves it open end to end.
+  for (const first of firsts) assert.equal((await within(first, 15_000, "a first message")).done, false);
+  const ends = streams.map((s) => failure({ [Symbol.asyncIterator]: () => s }));
+  const started = Date.now();
+  await within(second.stop(), 10_000, "gateway stop");
+  for (const end of ends) assert.equal((await within(end, 5_000, "the stream end")).code, Code.Unavailable);
+  assert.ok(Date.now() - started < 5_000, "stop did not wait out its 30 s drain timeout");
 });

@@ -45,8 +45,8 @@ export { metrics, statusName } from "./metrics.ts";
 export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
 export { bindService, type ServiceHandlers } from "./server.ts";
 export {
+  createJwksSource,
   followRevocations,
-  jwksFromAuth,
   type RunningService,
   runMain,
   type ServiceDeps,

@@ -107,7 +107,7 @@ export interface RunningService {
 export const MAX_ACCESS_TOKEN_TTL_MS = 3_600_000;
 
 /** Fetches auth's JWKS over gRPC for local token verification. */
-export function jwksFromAuth(authAddr: string): { fetch: () => Promise<JSONWebKeySet>; close(): void } {
+export function createJwksSource(authAddr: string): { fetch: () => Promise<JSONWebKeySet>; close(): void } {
   const auth = createServiceClient(AuthService, authAddr, { defaultTimeoutMs: 5_000 });
   return {
     fetch: async () => ({
@@ -190,7 +190,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
     if (parts.close) cleanups.push(parts.close);
     let accessTokens = parts.accessTokens;
     if (!accessTokens) {
-      const jwks = jwksFromAuth(config.authAddr);
+      const jwks = createJwksSource(config.authAddr);
       cleanups.push(() => jwks.close());
       accessTokens = createAccessTokenVerifier({
         fetchJwks: jwks.fetch,

@@ -9,8 +9,8 @@ import {
   type ServiceSpec,
 } from "@protomesh/platform";
 import { type NotifyConfig, readNotifyConfig } from "./config.ts";
-import { inboxFanout } from "./consumers/inbox-fanout.ts";
-import { welcomeEmails } from "./consumers/welcome-email.ts";
+import { createInboxFanout } from "./consumers/inbox-fanout.ts";
+import { createWelcomeEmails } from "./consumers/welcome-email.ts";
 import { createMailer } from "./mailer.ts";
 import { createNotifyHandlers } from "./notify-service.ts";
 import { createPgNotificationStore } from "./pg-notification-store.ts";
@@ -30,8 +30,8 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
       const retry = { ackWaitMs: config.ackWaitMs, backoffMs: config.retryBackoffMs };
       return {
         services: [bindService(NotifyService, createNotifyHandlers(store, inbox))],
-        consumers: [welcomeEmails({ store, mailer, ...retry })],
-        subscriptions: [inboxFanout(inbox)],
+        consumers: [createWelcomeEmails({ store, mailer, ...retry })],
+        subscriptions: [createInboxFanout(inbox)],
         close: async () => mailer.close(),
       };
     },

@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
@@ -16,12 +15,13 @@ import {
   gatewayClient,
   type Mesh,
   type Protocol,
+  publishEvent,
   startMesh,
   uniqueEmail,
   waitUntil,
   within,
 } from "@protomesh/testkit";
-import { type ConsumerInfo, connect, headers, type JetStreamManager } from "nats";
+import { type ConsumerInfo, connect, type JetStreamManager } from "nats";
 import pg from "pg";
 
 const DURABLE = "notify-welcome-emails";
@@ -154,24 +154,9 @@ describe("the inbox", () => {
   });
 });
 
-/** Publishes another UserSignedUp for an existing user, as auth would, so notify emails again. */
-async function injectWelcome(m: Mesh, userId: string, email: string) {
-  const nc = await connect({ servers: m.nats.url });
-  try {
-    const h = headers();
-    const id = crypto.randomUUID();
-    h.set("Protomesh-Event-Id", id);
-    await nc
-      .jetstream()
-      .publish(
-        "auth.user.signed_up",
-        toBinary(UserSignedUpSchema, create(UserSignedUpSchema, { userId, email, displayName: "Again" })),
-        { msgID: id, headers: h },
-      );
-  } finally {
-    await nc.close();
-  }
-}
+/** Another UserSignedUp for an existing user, as auth would emit it, so notify emails again. */
+const injectWelcome = (m: Mesh, userId: string, email: string) =>
+  publishEvent(m.nats.url, UserSignedUpSchema, { userId, email, displayName: "Again" });
 
 test("the welcome email is sent once when notify crashes before its ack", async (t) => {
   let crashed: string | undefined;

@@ -6,7 +6,7 @@ import { type Hub, subscription } from "@protomesh/platform";
  * Every replica hears of every new notification and hands it to the WatchMyNotifications
  * streams it has open for that user, whichever replica sent it.
  */
-export function inboxFanout(inbox: Hub<Notification>) {
+export function createInboxFanout(inbox: Hub<Notification>) {
   return subscription({
     name: "notify-inbox-fanout",
     event: NotificationAddedSchema,

@@ -5,7 +5,7 @@ import type { NotificationStore } from "../pg-notification-store.ts";
 import { welcomeEmail } from "../templates.ts";
 
 /** Sends the welcome email when an account is created, once per event. */
-export function welcomeEmails(deps: {
+export function createWelcomeEmails(deps: {
   store: NotificationStore;
   mailer: Mailer;
   ackWaitMs: number;
