@@ -4,10 +4,23 @@
 // buf cannot fetch buf.validate from the registry here, so protoc compiles proto/ against the
 // compiled descriptor that @bufbuild/protovalidate ships, into an image that buf lints and
 // generates from.
+//
+// The grpc.health.v1 and grpc.reflection protos ship as .proto files inside grpc-health-check and
+// @grpc/reflection; they are compiled here too (not linted: they are not ours), so reflection can
+// serve their exact descriptors and clients can speak reflection without loading proto files.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { create, type DescFile, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
@@ -37,23 +50,55 @@ function writeDependencySet(path: string): void {
   writeFileSync(path, toBinary(FileDescriptorSetSchema, set));
 }
 
+/**
+ * Copies the grpc protos out of their npm packages under the paths Go and C++ servers register
+ * them with (grpc-health-check keeps health.proto at health/v1/), so reflection clients see the
+ * usual file names. Returns the proto paths.
+ */
+function copyGrpcProtos(dir: string): string[] {
+  const require = createRequire(import.meta.url);
+  const pkg = (name: string) => dirname(require.resolve(`${name}/package.json`));
+  const sources: Record<string, string> = {
+    "grpc/health/v1/health.proto": join(pkg("grpc-health-check"), "proto/health/v1/health.proto"),
+    "grpc/reflection/v1/reflection.proto": join(
+      pkg("@grpc/reflection"),
+      "build/proto/grpc/reflection/v1/reflection.proto",
+    ),
+    "grpc/reflection/v1alpha/reflection.proto": join(
+      pkg("@grpc/reflection"),
+      "build/proto/grpc/reflection/v1alpha/reflection.proto",
+    ),
+  };
+  rmSync(dir, { recursive: true, force: true });
+  for (const [path, source] of Object.entries(sources)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    copyFileSync(source, join(dir, path));
+  }
+  return Object.keys(sources);
+}
+
 ensureCommand("protoc", "protobuf-compiler");
 const build = join(root, "build");
 mkdirSync(build, { recursive: true });
 const deps = join(build, "deps.binpb");
 const image = join(build, "image.binpb");
 writeDependencySet(deps);
+const grpcProtoDir = join(build, "grpc-proto");
+const grpcProtos = copyGrpcProtos(grpcProtoDir);
 const protos = listFiles(join(root, "proto")).filter((f) => f.endsWith(".proto"));
 execFileSync(
   "protoc",
   [
     "-I",
     "proto",
+    "-I",
+    grpcProtoDir,
     `--descriptor_set_in=${deps}`,
     "--include_imports",
     "--include_source_info",
     `--descriptor_set_out=${image}`,
     ...protos,
+    ...grpcProtos,
   ],
   { cwd: root, stdio: "inherit" },
 );
@@ -64,12 +109,14 @@ const buf = join(bin, "buf");
 const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
 execFileSync(buf, ["lint", image, "--path", "protomesh"], { cwd: root, stdio: "inherit", env });
 
+const generate = ["generate", image, "--path", "protomesh", "--path", "grpc"];
+
 if (!check) {
-  execFileSync(buf, ["generate", image, "--path", "protomesh"], { cwd: root, stdio: "inherit", env });
+  execFileSync(buf, generate, { cwd: root, stdio: "inherit", env });
 } else {
   const out = mkdtempSync(join(tmpdir(), "protomesh-gen-"));
   try {
-    execFileSync(buf, ["generate", image, "--path", "protomesh", "-o", out], {
+    execFileSync(buf, [...generate, "-o", out], {
       cwd: root,
       stdio: "inherit",
       env,

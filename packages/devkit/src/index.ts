@@ -1,5 +1,12 @@
 export { type Nats, type StartNatsOptions, startNats } from "./nats.ts";
 export { freePort } from "./ports.ts";
 export { type Postgres, type StartPostgresOptions, startPostgres } from "./postgres.ts";
+export {
+  createReflectionClient,
+  type ReflectionClient,
+  type ReflectionClientOptions,
+  ReflectionError,
+  type ReflectionVersion,
+} from "./reflection-client.ts";
 export { type ReceivedMail, type Smtp, startSmtp } from "./smtp.ts";
 export { ensureCommand, hasCommand } from "./tools.ts";
