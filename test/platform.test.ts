@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { fromBinary, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { createReflectionClient } from "@protomesh/devkit";
 import { meshServices } from "@protomesh/mesh";
 import { createHealthClient, HEALTH } from "@protomesh/platform";
 import { type Mesh, startMesh, waitUntil } from "@protomesh/testkit";
 import pg from "pg";
-import { reflectionClient } from "./support/reflection.ts";
 
 let mesh: Mesh;
 before(async () => {
@@ -34,10 +34,16 @@ describe("operations", () => {
 
     for (const version of ["v1", "v1alpha"] as const) {
       test(`${name} lists its services over reflection ${version}`, async () => {
-        const reflection = reflectionClient(mesh.addr(name), version);
+        const reflection = createReflectionClient(mesh.addr(name), { version });
         try {
           const services = await reflection.listServices();
-          assert.ok(services.includes(service.typeName), services.join());
+          for (const listed of [
+            service.typeName,
+            "grpc.health.v1.Health",
+            `grpc.reflection.${version}.ServerReflection`,
+          ]) {
+            assert.ok(services.includes(listed), `${listed} in ${services.join()}`);
+          }
         } finally {
           reflection.close();
         }
@@ -46,7 +52,7 @@ describe("operations", () => {
   }
 
   test("a client with nothing but reflection can describe and call a method, as grpcurl does", async () => {
-    const reflection = reflectionClient(mesh.addr("auth"));
+    const reflection = createReflectionClient(mesh.addr("auth"));
     const registry = await reflection.describe("protomesh.auth.v1.AuthService");
     reflection.close();
     const service = registry.getService("protomesh.auth.v1.AuthService");
