@@ -44,6 +44,19 @@ describe("validation", () => {
     }
   });
 
+  test("a bad email gets exactly the error the README shows, as JSON with HTTP 400", async () => {
+    const res = await fetch(`${mesh.url}/protomesh.auth.v1.AuthService/SignUp`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "not-an-email", password: PASSWORD, displayName: "Ada" }),
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), {
+      code: "invalid_argument",
+      message: "email: must be a valid email address",
+    });
+  });
+
   test("a password over bcrypt's 72 bytes is refused, not truncated", async () => {
     // 37 characters, 74 bytes: within any character limit, over bcrypt's.
     const err = await failure(
