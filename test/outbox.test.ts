@@ -5,22 +5,10 @@ import { after, before, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
-import { gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import { gatewayClient, type Mesh, query, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
 import { connect } from "nats";
-import pg from "pg";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** One query against a service's database on a short-lived connection. */
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 const signUp = (email: string, displayName = "Ada") =>
   gatewayClient(AuthService, mesh.url, "connect-json").signUp({

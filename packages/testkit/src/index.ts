@@ -1,5 +1,5 @@
 export { gatewayClient, type Protocol, uniqueEmail } from "./clients.ts";
-export { publishEvent } from "./events.ts";
+export { publishEvent, query } from "./events.ts";
 export { SHARED_PG_ENV, testDatabases } from "./infra.ts";
 export { type Mesh, type MeshOptions, type ServiceName, startMesh } from "./mesh.ts";
 export { assertCode, failure, waitUntil, within } from "./wait.ts";

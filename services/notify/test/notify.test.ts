@@ -16,13 +16,13 @@ import {
   type Mesh,
   type Protocol,
   publishEvent,
+  query,
   startMesh,
   uniqueEmail,
   waitUntil,
   within,
 } from "@protomesh/testkit";
 import { type ConsumerInfo, connect, type JetStreamManager } from "nats";
-import pg from "pg";
 
 const DURABLE = "notify-welcome-emails";
 const PASSWORD = "correct horse battery";
@@ -33,16 +33,6 @@ async function natsManager(m: Mesh, t: { after(fn: () => Promise<void>): void })
   const nc = await connect({ servers: m.nats.url, maxReconnectAttempts: -1 });
   t.after(() => nc.close());
   return { nc, jsm: await nc.jetstreamManager() };
-}
-
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 /** Waits until the welcome-email consumer has nothing left to deliver or settle. */
