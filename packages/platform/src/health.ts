@@ -36,6 +36,8 @@ export function createHealth(
     if (ok !== last[group]) {
       const failing = list.filter((_, i) => !results[i]).map((c) => c.name);
       if (ok) log.info({ health: group }, "serving");
+      // At start, listeners are still binding: that is expected, not a warning.
+      else if (last[group] === undefined) log.info({ health: group, failing }, "not serving yet");
       else log.warn({ health: group, failing }, "not serving");
       last[group] = ok;
     }
