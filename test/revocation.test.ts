@@ -5,14 +5,25 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { createServiceClient } from "@protomesh/platform";
-import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import {
+  failure,
+  gatewayClient,
+  type Mesh,
+  publishEvent,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+  within,
+} from "@protomesh/testkit";
 
 const PASSWORD = "correct horse battery";
 let mesh: Mesh;
 before(async () => {
-  mesh = await startMesh({ services: ["auth", "user"] });
+  mesh = await startMesh({ services: ["auth", "user", "notify"] });
 });
 after(() => mesh?.stop());
 
@@ -92,3 +103,23 @@ for (const [how, revoke] of [
     assert.ok((await lateClient.getMe({}, { accessToken: other.accessToken })).user);
   });
 }
+
+test("an open stream ends with UNAUTHENTICATED when its session is revoked", async () => {
+  const email = uniqueEmail("revoke-stream");
+  const { userId } = await auth().signUp({ email, password: PASSWORD, displayName: "Stu" });
+  const tokens = await session(email);
+  await mesh.smtp.waitFor((m) => m.to.includes(email));
+  const stream = gatewayClient(NotifyService, mesh.url, "grpc", () => tokens.accessToken)
+    .watchMyNotifications({})
+    [Symbol.asyncIterator]();
+  // One message through it proves the stream open on the service before the revocation.
+  const first = stream.next();
+  await publishEvent(mesh.nats.url, UserSignedUpSchema, { userId, email, displayName: "Stu" });
+  assert.equal((await within(first, 15_000, "a first message")).done, false);
+
+  const ended = failure({ [Symbol.asyncIterator]: () => stream });
+  await auth().signOut({ refreshToken: tokens.refreshToken });
+  const err = await within(ended, 5_000, "the stream's end");
+  assert.equal(err.code, Code.Unauthenticated);
+  assert.match(err.rawMessage, /revoked/);
+});

@@ -107,11 +107,7 @@ export function forwardRoutes(
     const timeoutMs = streaming
       ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
       : Math.min(asked ?? timeouts.defaultMs, timeouts.maxMs);
-    return {
-      timeoutMs,
-      signal: streaming ? AbortSignal.any([ctx.signal, stopStreams]) : ctx.signal,
-      headers,
-    };
+    return { timeoutMs, signal: ctx.signal, headers };
   };
   return (router: ConnectRouter) => {
     for (const { service, client } of upstreams) {
@@ -120,10 +116,19 @@ export function forwardRoutes(
         if (method.methodKind === "server_streaming") {
           router.rpc(method, async function* (req: unknown, ctx: HandlerContext) {
             if (stopStreams.aborted) throw GATEWAY_STOPPING();
+            // One controller per stream, its listener on the gateway-wide signal removed at the
+            // end (AbortSignal.any would keep every stream's signal alive until the gateway stops).
+            const ctl = new AbortController();
+            const abort = () => ctl.abort();
+            ctx.signal.addEventListener("abort", abort);
+            stopStreams.addEventListener("abort", abort);
             try {
-              yield* call(req, options(ctx, true)) as AsyncIterable<unknown>;
+              yield* call(req, { ...options(ctx, true), signal: ctl.signal }) as AsyncIterable<unknown>;
             } catch (err) {
               throw stopStreams.aborted ? GATEWAY_STOPPING() : err;
+            } finally {
+              ctx.signal.removeEventListener("abort", abort);
+              stopStreams.removeEventListener("abort", abort);
             }
           } as never);
         } else {

@@ -24,6 +24,7 @@ export const ACCESS_TOKEN_ALG = "EdDSA";
 const JWKS_MAX_AGE_MS = 5 * 60_000;
 const VERIFIED_CACHE_SIZE = 10_000;
 const JWKS_MIN_REFRESH_MS = 10_000;
+const REVOCATIONS_WAIT_MS = 5_000;
 
 /**
  * Verifies access tokens locally against auth's JWKS. Keys are cached; an unknown `kid`
@@ -35,9 +36,15 @@ export function createAccessTokenVerifier(opts: {
   audience: string;
   /** Sessions revoked before their access tokens expire (sign-out, a stolen refresh token). */
   revoked?: RevocationList;
+  /** How long a check may wait for the revocation list to catch up before UNAVAILABLE. */
+  revocationWaitMs?: number;
 }): AccessTokenVerifier {
-  const refuseRevoked = (identity: UserIdentity) => {
-    if (opts.revoked?.has(identity.sessionId)) {
+  // Until the list has caught up with past revocations (a replica just started), a revoked
+  // session would pass: wait for it, and refuse to decide rather than let one through.
+  const refuseRevoked = async (identity: UserIdentity) => {
+    if (!opts.revoked) return identity;
+    await opts.revoked.current(opts.revocationWaitMs ?? REVOCATIONS_WAIT_MS);
+    if (opts.revoked.isRevoked(identity)) {
       throw new ConnectError("this session was revoked; sign in again", Code.Unauthenticated);
     }
     return identity;
@@ -124,36 +131,81 @@ export function createAccessTokenVerifier(opts: {
 export interface RevocationList {
   /** Refuses the session's tokens until `until` (when its last access token expires). */
   revoke(sessionId: string, until: Date): void;
-  has(sessionId: string): boolean;
+  /** True when this token must be refused: its session was revoked (or forgotten, see below). */
+  isRevoked(token: { sessionId: string; expiresAt: Date }): boolean;
+  /** Calls fn if the session is revoked later (to end its open streams); returns the unwatch. */
+  watch(sessionId: string, fn: () => void): () => void;
+  /** Called once the list holds every revocation that existed when it started following them. */
+  markCurrent(): void;
+  /** Resolves once current; UNAVAILABLE if that takes longer than timeoutMs (fail closed). */
+  current(timeoutMs: number): Promise<void>;
   readonly size: number;
 }
 
 /**
  * An in-memory denylist of revoked sessions, fed on every replica by auth's SessionRevoked
- * events. Entries leave once the session's tokens have expired, so it stays small; past
- * `maxEntries` the entries closest to expiry go first.
+ * events. Entries leave once the session's tokens have expired, so it stays small. It never
+ * forgets a revocation that still matters: past `maxEntries` the oldest entry goes, and every
+ * token that expires no later than that entry would have is refused too (those clients refresh).
  */
 export function createRevocationList(maxEntries = 200_000): RevocationList {
+  // Insertion order is close to expiry order (every entry lives one token lifetime), so pruning
+  // from the front is cheap.
   const until = new Map<string, number>();
+  const watchers = new Map<string, Set<() => void>>();
+  let forgottenUntil = 0;
+  let isCurrent = false;
+  let becameCurrent: () => void = () => {};
+  const currentPromise = new Promise<void>((resolve) => {
+    becameCurrent = resolve;
+  });
   const prune = () => {
     const now = Date.now();
-    for (const [sid, t] of until) if (t <= now) until.delete(sid);
-    if (until.size < maxEntries) return;
-    const byExpiry = [...until].sort((a, b) => a[1] - b[1]);
-    for (const [sid] of byExpiry.slice(0, until.size - maxEntries + 1)) until.delete(sid);
+    for (const [sid, t] of until) {
+      if (t > now && until.size < maxEntries) break;
+      until.delete(sid);
+      if (t > now) forgottenUntil = Math.max(forgottenUntil, t);
+    }
   };
   return {
     revoke(sessionId, at) {
-      if (at.getTime() <= Date.now()) return;
-      if (until.size >= maxEntries) prune();
-      until.set(sessionId, Math.max(at.getTime(), until.get(sessionId) ?? 0));
+      const t = at.getTime();
+      if (t <= Date.now()) return;
+      prune();
+      until.set(sessionId, Math.max(t, until.get(sessionId) ?? 0));
+      for (const fn of watchers.get(sessionId) ?? []) fn();
     },
-    has(sessionId) {
+    isRevoked({ sessionId, expiresAt }) {
+      const now = Date.now();
+      if (expiresAt.getTime() <= forgottenUntil && forgottenUntil > now) return true;
       const t = until.get(sessionId);
-      if (t === undefined) return false;
-      if (t > Date.now()) return true;
-      until.delete(sessionId);
-      return false;
+      return t !== undefined && t > now;
+    },
+    watch(sessionId, fn) {
+      const set = watchers.get(sessionId) ?? new Set();
+      watchers.set(sessionId, set);
+      set.add(fn);
+      return () => {
+        set.delete(fn);
+        if (set.size === 0) watchers.delete(sessionId);
+      };
+    },
+    markCurrent() {
+      isCurrent = true;
+      becameCurrent();
+    },
+    current(timeoutMs) {
+      if (isCurrent) return currentPromise;
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        currentPromise,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new ConnectError("cannot check for revoked sessions right now", Code.Unavailable)),
+            timeoutMs,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
     },
     get size() {
       return until.size;

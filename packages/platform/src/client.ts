@@ -107,6 +107,8 @@ export function createServiceClient<S extends DescService>(
         const { md, callOptions } = await prepare(opts, defaultTimeoutMs);
         opts?.signal?.throwIfAborted();
         return new Promise((resolve, reject) => {
+          const signal = opts?.signal;
+          const cancel = () => call.cancel();
           const call = client.makeUnaryRequest(
             path,
             serialize,
@@ -114,9 +116,14 @@ export function createServiceClient<S extends DescService>(
             create(method.input, request),
             md,
             callOptions,
-            (err, res) => (err ? reject(fromGrpcError(err)) : resolve(res)),
+            (err, res) => {
+              // A long-lived signal must not collect one listener per call.
+              signal?.removeEventListener("abort", cancel);
+              if (err) reject(fromGrpcError(err));
+              else resolve(res);
+            },
           );
-          opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          signal?.addEventListener("abort", cancel, { once: true });
         });
       };
     } else if (method.methodKind === "server_streaming") {

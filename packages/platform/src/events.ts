@@ -229,6 +229,8 @@ export interface SubscriptionSpec<D extends DescMessage = DescMessage> {
   event: D;
   handle: (event: MessageShape<D>, meta: EventMeta) => void | Promise<void>;
   sinceMs?: number;
+  /** Called once every event that was in the stream when it bound has been handled. */
+  onCaughtUp?: () => void;
 }
 
 /** Pairs an event schema with a handler whose types it checks. */
@@ -296,11 +298,14 @@ function runListener(
       bound = false;
       if (stopping.signal.aborted) break;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
         const onStop = () => {
           clearTimeout(t);
           resolve();
         };
+        const t = setTimeout(() => {
+          stopping.signal.removeEventListener("abort", onStop);
+          resolve();
+        }, delay);
         stopping.signal.addEventListener("abort", onStop, { once: true });
       });
       delay = Math.min(delay * 2, 5_000);
@@ -353,7 +358,9 @@ export function startConsumer(
     h.set(DEAD_LETTER_HEADERS.error, reason.replace(/[\r\n]+/g, " ").slice(0, 500));
     await js.publish(deadLetterSubject(m.info.stream, spec.durable), new Uint8Array(), {
       headers: h,
-      msgID: `${spec.durable}:${eventId}`,
+      // One dead letter per delivery of a stream message: a replayed event that fails again is a
+      // new message, so it gets a dead letter of its own instead of being dropped as a duplicate.
+      msgID: `${spec.durable}:${m.info.stream}:${m.seq}`,
     });
     m.term();
     counted("dead_letter");
@@ -421,6 +428,7 @@ export function startConsumer(
 /** Runs a per-replica subscription on an ordered, ephemeral JetStream consumer. */
 export function startSubscription(spec: SubscriptionSpec, deps: Deps): RunningListener {
   const subject = subjectOf(spec.event);
+  let caughtUp = false;
   const log = deps.log.child({ subscription: spec.name });
   return runListener(
     spec.name,
@@ -436,7 +444,10 @@ export function startSubscription(spec: SubscriptionSpec, deps: Deps): RunningLi
             }
           : { deliver_policy: DeliverPolicy.New }),
       });
-      return c.consume();
+      const messages = await c.consume();
+      if (!caughtUp && (await c.info()).num_pending === 0) caughtUp = true;
+      if (caughtUp) spec.onCaughtUp?.();
+      return messages;
     },
     async (m) => {
       try {
@@ -445,6 +456,10 @@ export function startSubscription(spec: SubscriptionSpec, deps: Deps): RunningLi
       } catch (err) {
         eventsHandled.inc({ consumer: spec.name, outcome: "error" });
         log.error({ err, eventId: eventIdOf(m) }, "subscription handler failed");
+      }
+      if (!caughtUp && m.info.pending === 0) {
+        caughtUp = true;
+        spec.onCaughtUp?.();
       }
     },
   );

@@ -106,15 +106,41 @@ async function ensureOne(
     }
   }
   const current = info.config;
-  const changed = (["max_age", "num_replicas", "duplicate_window"] as const).filter(
+  // JetStream cannot change these in place: say so rather than fail obscurely or ignore it.
+  for (const k of ["storage", "retention"] as const) {
+    if (current[k] !== config[k]) {
+      throw new Error(
+        `stream ${config.name} has ${k} "${current[k]}" but is declared "${config[k]}"; JetStream cannot change that in place: remove the stream (nats stream rm ${config.name}) and start again`,
+      );
+    }
+  }
+  const changed: string[] = (["max_age", "num_replicas", "duplicate_window"] as const).filter(
     (k) => current[k] !== config[k],
   );
   if (JSON.stringify([...current.subjects].sort()) !== JSON.stringify([...(config.subjects ?? [])].sort())) {
-    changed.push("subjects" as never);
+    changed.push("subjects");
   }
   if (changed.length === 0) return;
-  await jsm.streams.update(config.name, { ...current, ...config });
+  await jsm.streams.update(config.name, {
+    ...current,
+    subjects: config.subjects ?? current.subjects,
+    max_age: config.max_age ?? current.max_age,
+    num_replicas: config.num_replicas ?? current.num_replicas,
+    duplicate_window: config.duplicate_window ?? current.duplicate_window,
+  });
   log.info({ stream: config.name, changed }, "updated stream to its declaration");
+}
+
+/**
+ * Before streams were declared, one stream "DLQ" on `dlq.>` kept full copies of failed events
+ * for 30 days. Its subjects overlap the dead-letter streams of today, and the copies may hold
+ * secrets: it goes.
+ */
+async function removeLegacyDeadLetters(jsm: JetStreamManager, log: Logger) {
+  const legacy = await jsm.streams.info("DLQ").catch(() => undefined);
+  if (!legacy || !legacy.config.subjects.includes("dlq.>")) return;
+  await jsm.streams.delete("DLQ").catch(() => {});
+  log.warn({ messages: legacy.state.messages }, "removed the legacy DLQ stream (full event copies)");
 }
 
 /** Creates or updates a declared stream and its dead-letter companion. */
@@ -124,6 +150,7 @@ export async function ensureStream(
   log: Logger,
   defaultReplicas = 1,
 ) {
+  await removeLegacyDeadLetters(jsm, log);
   await ensureOne(jsm, streamConfig(spec, defaultReplicas), log);
   await ensureOne(
     jsm,

@@ -13,7 +13,7 @@ import {
 } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { Access, accessOf, bearerToken, checkAccess } from "./access.ts";
-import type { AccessTokenVerifier, UserIdentity } from "./caller.ts";
+import type { AccessTokenVerifier, RevocationList, UserIdentity } from "./caller.ts";
 import { type CallContext, inboundCall, REQUEST_ID_HEADER, requestIdOf } from "./context.ts";
 import { Code, ConnectError, toPublicError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -52,6 +52,8 @@ export function bindService<S extends DescService>(service: S, handlers: Service
 /** How a server learns who is calling. */
 export interface CallerAuth {
   accessTokens: AccessTokenVerifier;
+  /** Ends a user's open streams when their session is revoked. */
+  revoked?: RevocationList;
   /** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */
   meshToken: (token: string) => Promise<string>;
 }
@@ -107,6 +109,30 @@ function clientIp(call: { metadata: grpc.Metadata; getPeer(): string }): string 
 }
 
 const SHUTTING_DOWN = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+
+/**
+ * A stream lives no longer than the access token that opened it: it ends with UNAUTHENTICATED
+ * when the token expires or its session is revoked (the client reconnects with a fresh token).
+ */
+function endWithToken(
+  user: UserIdentity,
+  controller: AbortController,
+  auth: CallerAuth,
+  ended: Array<() => void>,
+) {
+  const timer = setTimeout(
+    () =>
+      controller.abort(
+        new ConnectError("the access token expired; reconnect with a fresh one", Code.Unauthenticated),
+      ),
+    Math.max(0, user.expiresAt.getTime() - Date.now()),
+  );
+  ended.push(() => clearTimeout(timer));
+  const unwatch = auth.revoked?.watch(user.sessionId, () =>
+    controller.abort(new ConnectError("this session was revoked; sign in again", Code.Unauthenticated)),
+  );
+  if (unwatch) ended.push(unwatch);
+}
 
 /** Resolves as the promise does, or rejects as soon as the signal aborts. */
 function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -206,6 +232,7 @@ function createCallRunner(
     const started = performance.now();
     const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));
     const controller = new AbortController();
+    const ended: Array<() => void> = [];
     const onCancel = () => controller.abort(new ConnectError("the call was cancelled", Code.Canceled));
     const onStop = () => controller.abort(SHUTTING_DOWN());
     (call as EventEmitter).once("cancelled", onCancel);
@@ -217,6 +244,7 @@ function createCallRunner(
     try {
       const who = await authorize(level, call.metadata, auth);
       validateRequest(method.input, call.request);
+      if (method.methodKind !== "unary" && who.user) endWithToken(who.user, controller, auth, ended);
       const ctx: CallContext = {
         requestId,
         ...who,
@@ -239,6 +267,7 @@ function createCallRunner(
     } finally {
       (call as EventEmitter).off("cancelled", onCancel);
       stopSignal.removeEventListener("abort", onStop);
+      for (const fn of ended) fn();
       rpcHandled.inc({ ...labels, code: statusName(code) });
       rpcSeconds.observe(labels, (performance.now() - started) / 1000);
     }

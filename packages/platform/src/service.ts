@@ -141,6 +141,7 @@ export function followRevocations(
       handle(event) {
         if (event.accessExpireTime) revoked.revoke(event.sessionId, timestampDate(event.accessExpireTime));
       },
+      onCaughtUp: () => revoked.markCurrent(),
     }),
     deps,
   );
@@ -205,7 +206,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
     addServices(
       server,
       parts.services,
-      { accessTokens, meshToken: createMeshVerifier(config.meshSecret) },
+      { accessTokens, meshToken: createMeshVerifier(config.meshSecret), revoked },
       log,
       { streams: stopStreams.signal, calls: stopCalls.signal },
     );

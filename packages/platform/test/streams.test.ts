@@ -15,7 +15,7 @@ import {
   startService,
 } from "@protomesh/platform";
 import { startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection, StorageType } from "nats";
 import { ensureStream } from "../src/nats.ts";
 
 let nats: Nats;
@@ -50,6 +50,25 @@ test("a declared stream is created with its dead-letter companion, and updated w
   assert.equal(updated.config.max_age, 5 * MINUTE * 1e6);
   assert.deepEqual(updated.config.subjects, ["codes.>", "pins.>"]);
   assert.equal((await jsm.streams.info("CODES_DLQ")).config.max_age, 5 * MINUTE * 1e6);
+});
+
+test("the legacy DLQ stream (full copies on dlq.>) is removed, so today's dead-letter streams can exist", async () => {
+  const jsm = await nc.jetstreamManager();
+  // As a NATS store from before declared streams: only the one DLQ stream on dlq.>.
+  for await (const name of jsm.streams.names()) if (name.endsWith("_DLQ")) await jsm.streams.delete(name);
+  await jsm.streams.add({ name: "DLQ", subjects: ["dlq.>"], storage: StorageType.File });
+  await ensureStream(jsm, defineStream({ name: "LEGACY", subjects: ["legacy.>"], maxAgeMs: MINUTE }), log);
+  await assert.rejects(jsm.streams.info("DLQ"), /stream not found/);
+  assert.deepEqual((await jsm.streams.info("LEGACY_DLQ")).config.subjects, ["dlq.LEGACY.>"]);
+});
+
+test("a stream whose storage differs from its declaration stops the start with what to do", async () => {
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.add({ name: "MEMO", subjects: ["memo.>"], storage: StorageType.Memory });
+  await assert.rejects(
+    ensureStream(jsm, defineStream({ name: "MEMO", subjects: ["memo.>"], maxAgeMs: MINUTE }), log),
+    /MEMO has storage "memory".*nats stream rm MEMO/,
+  );
 });
 
 test("declaring names that NATS would reject fails where it is written", () => {
