@@ -138,7 +138,7 @@ async function ensureOne(
  */
 async function removeLegacyDeadLetters(jsm: JetStreamManager, log: Logger) {
   const legacy = await jsm.streams.info("DLQ").catch(() => undefined);
-  if (!legacy || !legacy.config.subjects.includes("dlq.>")) return;
+  if (!legacy?.config.subjects.includes("dlq.>")) return;
   await jsm.streams.delete("DLQ").catch(() => {});
   log.warn({ messages: legacy.state.messages }, "removed the legacy DLQ stream (full event copies)");
 }
