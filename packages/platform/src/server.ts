@@ -58,6 +58,27 @@ export interface CallerAuth {
   meshToken: (token: string) => Promise<string>;
 }
 
+/** Counts the calls our handlers serve, so a stop knows when they are all done. */
+export function createCallTracker() {
+  let open = 0;
+  const waiters: Array<() => void> = [];
+  return {
+    enter() {
+      open++;
+    },
+    leave() {
+      open--;
+      if (open === 0) for (const w of waiters.splice(0)) w();
+    },
+    /** Resolves once no call is open. */
+    idle(): Promise<void> {
+      return open === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve));
+    },
+  };
+}
+
+export type CallTracker = ReturnType<typeof createCallTracker>;
+
 /**
  * How a server stops: `streams` aborts at once (open-ended streams end with UNAVAILABLE so
  * clients reconnect elsewhere), `calls` when the drain timeout is over (unary calls still running).
@@ -65,6 +86,7 @@ export interface CallerAuth {
 export interface StopSignals {
   streams: AbortSignal;
   calls: AbortSignal;
+  tracker: CallTracker;
 }
 
 export const MESH_TOKEN_HEADER = "x-mesh-token";
@@ -229,6 +251,14 @@ function createCallRunner(
   const labels = { service: service.typeName, method: method.name };
   const stopSignal = method.methodKind === "unary" ? stop.calls : stop.streams;
   return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
+    stop.tracker.enter();
+    try {
+      return await runOne(call, body);
+    } finally {
+      stop.tracker.leave();
+    }
+  };
+  async function runOne<T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> {
     const started = performance.now();
     const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));
     const controller = new AbortController();
@@ -271,7 +301,7 @@ function createCallRunner(
       rpcHandled.inc({ ...labels, code: statusName(code) });
       rpcSeconds.observe(labels, (performance.now() - started) / 1000);
     }
-  };
+  }
 }
 
 /** Adds services to a grpc-js server with the platform's checks around every handler. */

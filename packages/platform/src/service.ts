@@ -31,7 +31,7 @@ import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
 import { connectNats, ensureStream, type StreamSpec, subjectMatches } from "./nats.ts";
 import { addReflection } from "./reflection.ts";
-import { addServices, type ServiceBinding } from "./server.ts";
+import { addServices, createCallTracker, type ServiceBinding } from "./server.ts";
 
 /** What a service's wiring receives once the platform has connected everything. */
 export interface ServiceDeps {
@@ -176,6 +176,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
   };
   const stopStreams = new AbortController();
   const stopCalls = new AbortController();
+  const tracker = createCallTracker();
   try {
     checkEmits(spec.emits ?? [], spec.streams ?? []);
     await migrate(pool, [platformMigrations, spec.migrations], log);
@@ -208,7 +209,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
       parts.services,
       { accessTokens, meshToken: createMeshVerifier(config.meshSecret), revoked },
       log,
-      { streams: stopStreams.signal, calls: stopCalls.signal },
+      { streams: stopStreams.signal, calls: stopCalls.signal, tracker },
     );
     const deps = { js, jsm, log };
     const listeners: RunningListener[] = [
@@ -265,15 +266,26 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
           health.drain();
           stopStreams.abort();
           await new Promise<void>((resolve) => {
+            let grace: NodeJS.Timeout | undefined;
+            const finish = () => {
+              clearTimeout(timer);
+              clearTimeout(grace);
+              resolve();
+            };
             const timer = setTimeout(() => {
               log.warn("shutdown timeout: cancelling calls still in flight");
               stopCalls.abort();
               server.forceShutdown();
-              resolve();
+              finish();
             }, config.shutdownTimeoutMs);
-            server.tryShutdown(() => {
-              clearTimeout(timer);
-              resolve();
+            server.tryShutdown(finish);
+            // Streams that are not ours (a health Watch, a reflection session) never end by
+            // themselves: once our calls are done and have had a moment to flush, cut the rest.
+            void tracker.idle().then(() => {
+              grace = setTimeout(() => {
+                server.forceShutdown();
+                finish();
+              }, 250);
             });
           });
           await Promise.all(listeners.map((l) => l.stop()));

@@ -2,12 +2,14 @@
 // next hop; streams get no default deadline; a graceful stop drains unary calls and ends
 // streams with UNAVAILABLE, while kill() cuts everything as a crash would.
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
@@ -32,6 +34,7 @@ import {
   waitUntil,
   within,
 } from "@protomesh/testkit";
+import { service as healthService } from "grpc-health-check";
 
 const unimplemented = () => Promise.reject(fail(Code.Unimplemented, "not in this fake"));
 
@@ -187,4 +190,25 @@ test("server streams get no default deadline, and a stop ends them even when the
   assert.equal((await ended).code, Code.Unavailable);
   assert.ok(Date.now() - started < 3_000);
   assert.equal(opened, 1);
+});
+
+test("an open health Watch (a stream the platform does not own) does not hold up a stop", async (t) => {
+  const fake = await slowUser({ ...mesh.env.user, PORT: "0", SHUTDOWN_TIMEOUT_MS: "30000" });
+  t.after(() => fake.svc.stop());
+  const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+  const client = new Health(`127.0.0.1:${fake.svc.port}`, grpc.credentials.createInsecure());
+  t.after(() => client.close());
+  const watch = healthService.Watch as grpc.MethodDefinition<object, { status: string }>;
+  const stream = client.makeServerStreamRequest(
+    "/grpc.health.v1.Health/Watch",
+    (m: object) => watch.requestSerialize(m),
+    (b: Buffer) => watch.responseDeserialize(b),
+    { service: "" },
+  );
+  stream.on("error", () => {});
+  const [first] = (await once(stream, "data")) as [{ status: string }];
+  assert.equal(first.status, "SERVING");
+  const started = Date.now();
+  await within(fake.svc.stop(), 5_000, "stop with a health Watch open");
+  assert.ok(Date.now() - started < 5_000);
 });
