@@ -106,7 +106,8 @@ export async function startGateway(
     shutdownSignal: stopCalls.signal,
   });
 
-  const { server, close } = createDualServer((req, res) => {
+  let draining = false;
+  const dual = createDualServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     // HEAD answers like GET; both http servers leave out the body by themselves.
     if (req.method === "GET" || req.method === "HEAD") {
@@ -114,6 +115,7 @@ export async function startGateway(
         res.writeHead(status, { "content-type": type, ...headers }).end(body);
       if (path === "/healthz") return void send(200, "text/plain", "ok");
       if (path === "/readyz") {
+        if (draining) return void send(503, "text/plain", "stopping");
         return void ready().then((ok) => send(ok ? 200 : 503, "text/plain", ok ? "ready" : "not ready"));
       }
       if (path === "/metrics") {
@@ -131,11 +133,14 @@ export async function startGateway(
     }
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
+    // While draining, an HTTP/1.1 client is told to open its next request elsewhere.
+    if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
     const done = new Promise<void>((resolve) => res.once("close", resolve));
     inFlight.add(done);
     void done.then(() => inFlight.delete(done));
     connect(req as never, res as never);
   }, config.connections);
+  const { server } = dual;
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -153,13 +158,31 @@ export async function startGateway(
       stopping ??= (async () => {
         // Streams end now with UNAVAILABLE; unary calls may finish within the shutdown timeout.
         // Both write their last bytes before the connections close under them.
+        draining = true;
+        const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
         stopStreams.abort();
-        const timer = setTimeout(() => stopCalls.abort(), config.shutdownTimeoutMs);
-        await Promise.all(inFlight);
-        clearTimeout(timer);
-        const drained = new Promise<void>((resolve) => server.once("close", () => resolve()));
-        close();
-        await drained;
+        dual.stopAccepting();
+        const deadline = Date.now() + config.shutdownTimeoutMs;
+        // Requests still arriving on open connections join the set: wait until it is empty.
+        while (inFlight.size > 0 && Date.now() < deadline) {
+          await Promise.race([
+            Promise.all(inFlight),
+            new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref()),
+          ]);
+        }
+        if (inFlight.size > 0) {
+          log.warn({ inFlight: inFlight.size }, "shutdown timeout: cancelling requests still in flight");
+          stopCalls.abort();
+          await Promise.race([
+            Promise.all(inFlight),
+            new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+          ]);
+        }
+        dual.close();
+        // A client that stopped reading never lets its connection end: cut what is left.
+        const cut = setTimeout(() => dual.destroy(), 2_000);
+        await closed;
+        clearTimeout(cut);
         for (const u of upstreams) {
           u.client.close();
           u.health.close();

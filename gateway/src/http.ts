@@ -152,6 +152,17 @@ function limitHttp2Session(session: ServerHttp2Session, limits: ConnectionLimits
   });
 }
 
+/** The gateway's listener, with the steps of a graceful stop. */
+export interface DualServer {
+  server: Server;
+  /** Takes no new connections and asks open ones to go (HTTP/2 GOAWAY, idle keep-alives closed). */
+  stopAccepting(): void;
+  /** Ends every connection (after the in-flight responses are done). */
+  close(): void;
+  /** Cuts every connection at once (a drain that ran out of time). */
+  destroy(): void;
+}
+
 /**
  * One port for HTTP/1.1 and cleartext HTTP/2: each connection is handed to the right server
  * by its first bytes (HTTP/2 opens with the "PRI * HTTP/2.0" preface). Both enforce `limits`.
@@ -159,7 +170,7 @@ function limitHttp2Session(session: ServerHttp2Session, limits: ConnectionLimits
 export function createDualServer(
   handler: Handler,
   limits: ConnectionLimits = defaultConnectionLimits,
-): { server: Server; close(): void } {
+): DualServer {
   const h1 = createHttp1(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -178,7 +189,12 @@ export function createDualServer(
   // this one never listens (it is handed sockets), so start that tracking by hand.
   h1.emit("listening");
   const h2 = createHttp2({}, handler as never);
-  h2.on("session", (session: ServerHttp2Session) => limitHttp2Session(session, limits));
+  const sessions = new Set<ServerHttp2Session>();
+  h2.on("session", (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    limitHttp2Session(session, limits);
+  });
 
   const sockets = new Set<Socket>();
   const server = createNet((socket) => {
@@ -206,11 +222,20 @@ export function createDualServer(
   server.maxConnections = limits.maxConnections;
   return {
     server,
+    stopAccepting() {
+      server.close();
+      // GOAWAY: open streams finish, new ones go to another replica.
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+    },
     close() {
       server.close();
       // Also stops the timeout checks started above, and closes idle keep-alive connections.
       h1.close();
       for (const s of sockets) s.end();
+    },
+    destroy() {
+      for (const s of sockets) s.destroy();
     },
   };
 }

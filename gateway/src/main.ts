@@ -12,6 +12,13 @@ try {
 }
 const log = createLogger("gateway", config.logLevel);
 const gateway = await startGateway(config, log);
-const stop = () => void gateway.stop().then(() => process.exit(0));
+const stop = () =>
+  void gateway.stop().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      log.error({ err }, "shutdown failed");
+      process.exit(1);
+    },
+  );
 process.once("SIGTERM", stop);
 process.once("SIGINT", stop);

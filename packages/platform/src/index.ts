@@ -47,6 +47,7 @@ export { bindService, type ServiceHandlers } from "./server.ts";
 export {
   createJwksSource,
   followRevocations,
+  MAX_ACCESS_TOKEN_TTL_MS,
   type RunningService,
   runMain,
   type ServiceDeps,

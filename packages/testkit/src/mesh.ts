@@ -54,11 +54,10 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
   try {
     const databases = await testDatabases();
     stops.push(() => databases.release());
-    const [nats, smtp] = await Promise.all([startNats(), startSmtp()]);
-    stops.push(
-      () => nats.stop(),
-      () => smtp.stop(),
-    );
+    const nats = await startNats();
+    stops.push(() => nats.stop());
+    const smtp = await startSmtp();
+    stops.push(() => smtp.stop());
     const ports = Object.fromEntries(
       await Promise.all(meshServices.map(async (s) => [s.name, await freePort()] as const)),
     ) as Record<ServiceName, number>;

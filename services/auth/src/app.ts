@@ -26,10 +26,7 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
     streams: [defineStream({ name: "AUTH", subjects: ["auth.>"], maxAgeMs: 30 * DAY_MS })],
     emits: [UserSignedUpSchema, SessionRevokedSchema],
     async build({ pool, mesh, log, revoked }) {
-      const store = createPgAuthStore(pool, {
-        refreshS: config.refreshTokenTtlS,
-        accessS: config.accessTokenTtlS,
-      });
+      const store = createPgAuthStore(pool, { refreshS: config.refreshTokenTtlS });
       const keys = createKeyRing({
         store,
         encryptionKey: config.keyEncryptionKey,

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { SessionRevokedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
-import { addEvent, type Pool, type Tx, withTransaction } from "@protomesh/platform";
+import { addEvent, MAX_ACCESS_TOKEN_TTL_MS, type Pool, type Tx, withTransaction } from "@protomesh/platform";
 import type { JWK } from "jose";
 
 /** A stored signing key. */
@@ -46,7 +46,7 @@ const newRefreshToken = () => randomBytes(32).toString("base64url");
  * Ends a session and emits SessionRevoked in the same transaction, so every token verifier
  * refuses its access tokens until the last one it could hold has expired.
  */
-async function revokeSession(tx: Tx, sessionId: string, reason: string, accessTtlS: number): Promise<void> {
+async function revokeSession(tx: Tx, sessionId: string, reason: string): Promise<void> {
   const { rows } = await tx.query<{ user_id: string }>(
     "UPDATE sessions SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
     [sessionId, reason],
@@ -58,13 +58,15 @@ async function revokeSession(tx: Tx, sessionId: string, reason: string, accessTt
     sessionId,
     userId: row.user_id,
     reason,
-    accessExpireTime: timestampFromDate(new Date(now.getTime() + accessTtlS * 1000)),
+    // The longest any auth replica may issue tokens for, not this one's setting: during a rollout
+    // that changes ACCESS_TOKEN_TTL_S, older tokens may outlive the new one.
+    accessExpireTime: timestampFromDate(new Date(now.getTime() + MAX_ACCESS_TOKEN_TTL_MS)),
     occurTime: timestampFromDate(now),
   });
 }
 
 /** Credentials, sessions, refresh tokens and signing keys in PostgreSQL. */
-export function createPgAuthStore(pool: Pool, ttl: { refreshS: number; accessS: number }) {
+export function createPgAuthStore(pool: Pool, ttl: { refreshS: number }) {
   const refreshExpiry = () => new Date(Date.now() + ttl.refreshS * 1000);
 
   return {
@@ -166,7 +168,7 @@ export function createPgAuthStore(pool: Pool, ttl: { refreshS: number; accessS: 
         const row = rows[0];
         if (!row || row.revoked_at) return { kind: "invalid" };
         if (row.used_at) {
-          await revokeSession(tx, row.session_id, "refresh token reused", ttl.accessS);
+          await revokeSession(tx, row.session_id, "refresh token reused");
           return { kind: "reused" };
         }
         if (row.expires_at.getTime() <= Date.now()) return { kind: "invalid" };
@@ -198,7 +200,7 @@ export function createPgAuthStore(pool: Pool, ttl: { refreshS: number; accessS: 
           "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
           [hashToken(refreshToken)],
         );
-        if (rows[0]) await revokeSession(tx, rows[0].session_id, "signed out", ttl.accessS);
+        if (rows[0]) await revokeSession(tx, rows[0].session_id, "signed out");
       });
     },
 

@@ -134,7 +134,7 @@ describe("sign-ups left pending by a crash", () => {
       mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
     });
     try {
-      const store = createPgAuthStore(pool, { refreshS: 3600, accessS: 900 });
+      const store = createPgAuthStore(pool, { refreshS: 3600 });
       // Crash after user created the profile, before auth activated the credential.
       const profiled = uniqueEmail("swept");
       const profiledId = await store.reservePending(profiled, "not-a-real-hash");

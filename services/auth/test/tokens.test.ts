@@ -59,7 +59,7 @@ async function realKeySigner(overrides: { ttlS?: number; issuer?: string; audien
   const log = createLogger("tokens-test", "silent");
   authPool ??= createPool(mesh.env.auth.DATABASE_URL ?? "", log, 2);
   return createKeyRing({
-    store: createPgAuthStore(authPool, { refreshS: 3600, accessS: 900 }),
+    store: createPgAuthStore(authPool, { refreshS: 3600 }),
     encryptionKey: Buffer.from(mesh.env.auth.AUTH_KEY_ENCRYPTION_KEY ?? "", "base64"),
     rotationS: 365 * 86400,
     accessTokenTtlS: overrides.ttlS ?? 900,
