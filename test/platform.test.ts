@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { createReflectionClient } from "@protomesh/devkit";
 import { meshServices } from "@protomesh/mesh";
 import { createHealthClient, HEALTH } from "@protomesh/platform";
-import { type Mesh, startMesh, waitUntil } from "@protomesh/testkit";
+import { type Mesh, startMesh, waitUntil, within } from "@protomesh/testkit";
 import pg from "pg";
 
 let mesh: Mesh;
@@ -106,6 +106,20 @@ describe("readiness follows what a service needs to serve its calls", () => {
       15_000,
       "events SERVING again",
     );
+  });
+
+  test("a service started while NATS is down serves its calls, and its events start once NATS is back", async (t) => {
+    await mesh.nats.stop();
+    t.after(() => mesh.nats.restart());
+    const replica = await mesh.start("user", { env: { PORT: "0" }, eventsInBackground: true });
+    t.after(() => replica.stop());
+    const health = createHealthClient(`127.0.0.1:${replica.port}`);
+    t.after(() => health.close());
+    assert.equal(await health.check(""), "SERVING", "ready: its database answers");
+    assert.equal(await health.check(HEALTH.events), "NOT_SERVING");
+    await mesh.nats.restart();
+    await within(replica.eventsReady, 15_000, "events started");
+    await waitUntil(async () => (await health.check(HEALTH.events)) === "SERVING", 15_000, "events SERVING");
   });
 
   test("database unreachable: NOT_SERVING within seconds, liveness still SERVING, and back", async (t) => {

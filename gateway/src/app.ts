@@ -49,13 +49,22 @@ export async function startGateway(
 ) {
   const jwksSource = createJwksSource(config.authAddr);
   const jwks = cached<JSONWebKeySet>(jwksSource.fetch, 60_000);
-  // Revoked sessions are refused here too, not only by the services behind.
-  const { nc } = await connectNats(config.natsUrl, "gateway", log);
+  // Revoked sessions are refused here too, not only by the services behind. NATS may be down
+  // when the gateway starts: it connects in the background, and until it knows past revocations
+  // it refuses to judge tokens (UNAVAILABLE) rather than let a revoked one through.
   const revoked = createRevocationList();
-  const revocations = followRevocations(revoked, {
-    js: nc.jetstream(),
-    jsm: await nc.jetstreamManager(),
-    log,
+  const stopEvents = new AbortController();
+  const events = (async () => {
+    const { nc } = await connectNats(config.natsUrl, "gateway", log, stopEvents.signal);
+    const revocations = followRevocations(revoked, {
+      js: nc.jetstream(),
+      jsm: await nc.jetstreamManager(),
+      log,
+    });
+    return { nc, revocations };
+  })();
+  events.catch((err: unknown) => {
+    if (!stopEvents.signal.aborted) log.error({ err }, "cannot follow session revocations");
   });
   const verifier = createAccessTokenVerifier({
     fetchJwks: jwksSource.fetch,
@@ -188,8 +197,10 @@ export async function startGateway(
           u.health.close();
         }
         jwksSource.close();
-        await revocations.stop();
-        await nc.close();
+        stopEvents.abort();
+        const running = await events.catch(() => undefined);
+        await running?.revocations.stop();
+        await running?.nc.close();
         log.info("gateway stopped");
       })();
       return stopping;

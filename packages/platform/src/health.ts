@@ -22,7 +22,7 @@ export const HEALTH = {
  */
 export function createHealth(
   serviceNames: string[],
-  checks: { ready: HealthCheck[]; events: HealthCheck[] },
+  checks: { ready: HealthCheck[]; events: () => HealthCheck[] },
   log: Logger,
   intervalMs = 2_000,
 ) {
@@ -44,7 +44,7 @@ export function createHealth(
     return ok ? "SERVING" : "NOT_SERVING";
   };
   const evaluate = async () => {
-    const [ready, events] = await Promise.all([run("ready", checks.ready), run("events", checks.events)]);
+    const [ready, events] = await Promise.all([run("ready", checks.ready), run("events", checks.events())]);
     if (draining) return;
     for (const name of ["", ...serviceNames]) impl.setStatus(name, ready);
     impl.setStatus(HEALTH.events, events);

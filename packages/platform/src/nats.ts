@@ -9,18 +9,39 @@ import {
 import type { Logger } from "./logger.ts";
 import { natsConnected } from "./metrics.ts";
 
-/** A NATS connection that reconnects forever and knows whether it is connected right now. */
-export async function connectNats(url: string, name: string, log: Logger) {
-  const nc = await connect({
-    servers: url,
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-  });
+/**
+ * A NATS connection that reconnects forever and knows whether it is connected right now. The
+ * first connection is retried too (NATS may be down while a pod starts), until `signal` aborts.
+ */
+export async function connectNats(url: string, name: string, log: Logger, signal?: AbortSignal) {
+  let nc: NatsConnection | undefined;
+  let delay = 250;
+  let warned = false;
+  while (!nc) {
+    signal?.throwIfAborted();
+    try {
+      nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    } catch (err) {
+      if (!warned) log.warn({ err: (err as Error).message, url }, "nats unreachable; retrying");
+      warned = true;
+      await new Promise<void>((resolve) => {
+        const onAbort = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(() => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        }, delay);
+        signal?.addEventListener("abort", onAbort, { once: true });
+      });
+      delay = Math.min(delay * 2, 5_000);
+    }
+  }
+  const conn = nc;
   let connected = true;
   void (async () => {
-    for await (const s of nc.status()) {
+    for await (const s of conn.status()) {
       if (s.type === "disconnect") {
         connected = false;
         natsConnected.set(0);
@@ -33,7 +54,8 @@ export async function connectNats(url: string, name: string, log: Logger) {
     }
   })();
   natsConnected.set(1);
-  return { nc, isConnected: () => connected && !nc.isClosed() };
+  if (warned) log.info("nats connected");
+  return { nc: conn, isConnected: () => connected && !conn.isClosed() };
 }
 
 /**

@@ -26,7 +26,7 @@ import {
   subjectOf,
   subscription,
 } from "./events.ts";
-import { createHealth } from "./health.ts";
+import { createHealth, type HealthCheck } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
 import { connectNats, ensureStream, type StreamSpec, subjectMatches } from "./nats.ts";
@@ -38,9 +38,6 @@ export interface ServiceDeps {
   config: BaseConfig;
   log: Logger;
   pool: Pool;
-  nc: NatsConnection;
-  js: JetStreamClient;
-  jsm: JetStreamManager;
   /** Credentials for calling INTERNAL methods of other services. */
   mesh: { token(): Promise<string> };
   /** Sessions revoked before their tokens expire, kept current from auth's events. */
@@ -101,6 +98,12 @@ export interface RunningService {
   stop(): Promise<void>;
   /** Abrupt, as in a crash: nothing is drained, acked or flushed. */
   kill(): Promise<void>;
+  /**
+   * Settles once NATS is connected, the streams declared and the outbox relay, consumers and
+   * subscriptions started. The service serves calls before that: a NATS outage at start must
+   * not keep it from serving (the outbox holds its events meanwhile).
+   */
+  eventsReady: Promise<void>;
 }
 
 /** The longest an access token may live (auth caps ACCESS_TOKEN_TTL_S at this). */
@@ -158,9 +161,86 @@ function checkEmits(emits: DescMessage[], streams: StreamSpec[]): void {
 }
 
 /**
- * Starts a service: migrations, NATS and its streams, the gRPC server with health and
- * reflection, the outbox relay, consumers, subscriptions, workers and metrics. Listens on
- * config.port (0 picks a free port, which is what tests do).
+ * The event-driven part of a service: NATS, its declared streams, the outbox relay, consumers
+ * and subscriptions. Started in the background, so that the service serves its calls while
+ * NATS is unreachable (its health name "events" says whether this part works).
+ */
+function startEvents(opts: {
+  spec: ServiceSpec;
+  parts: ServiceParts;
+  pool: Pool;
+  log: Logger;
+  revoked: RevocationList;
+}) {
+  const { spec, parts, pool, log, revoked } = opts;
+  const { config } = spec;
+  const abort = new AbortController();
+  let nc: NatsConnection | undefined;
+  let isConnected = () => false;
+  let relay: ReturnType<typeof createOutboxRelay> | undefined;
+  let listeners: RunningListener[] = [];
+  let started = false;
+  const ready = (async () => {
+    const conn = await connectNats(config.natsUrl, config.serviceName, log, abort.signal);
+    nc = conn.nc;
+    isConnected = conn.isConnected;
+    abort.signal.throwIfAborted();
+    const jsm = await nc.jetstreamManager();
+    const js = nc.jetstream();
+    for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
+    abort.signal.throwIfAborted();
+    relay = createOutboxRelay({ pool, js, log });
+    await relay.start();
+    const deps = { js, jsm, log };
+    listeners = [
+      followRevocations(revoked, deps),
+      ...(parts.consumers ?? []).map((c) =>
+        startConsumer(c, { ...deps, pool, ...(spec.beforeAck ? { beforeAck: spec.beforeAck } : {}) }),
+      ),
+      ...(parts.subscriptions ?? []).map((sub) => startSubscription(sub, deps)),
+    ];
+    started = true;
+  })();
+  ready.catch((err: unknown) => {
+    if (!abort.signal.aborted)
+      log.error({ err }, "events could not start; this service sends and receives none");
+  });
+  const settled = ready.catch(() => {});
+  return {
+    ready,
+    health: (): HealthCheck[] => [
+      { name: "nats", check: async () => isConnected() },
+      // Never awaits `ready`: it may wait for NATS for as long as NATS is down.
+      { name: "streams", check: async () => started },
+      ...listeners.map((l) => ({ name: l.name, check: async () => l.bound() })),
+    ],
+    /** Stops listening, publishes what the outbox still holds, drains NATS. */
+    async stop() {
+      abort.abort();
+      await settled;
+      await Promise.all(listeners.map((l) => l.stop()));
+      await relay?.stop();
+      await nc?.drain().catch(() => {});
+    },
+    /** As in a crash: nothing more is acked or published. */
+    async kill() {
+      abort.abort();
+      await nc?.close().catch(() => {});
+      relay?.abort();
+      await settled;
+      // A connection made while we were killing it is closed too.
+      await nc?.close().catch(() => {});
+      relay?.abort();
+      await Promise.all(listeners.map((l) => l.stop()));
+    },
+  };
+}
+
+/**
+ * Starts a service: migrations, the gRPC server with health and reflection, workers and
+ * metrics; then, in the background, NATS, its streams, the outbox relay, consumers and
+ * subscriptions (see `eventsReady`). Listens on config.port (0 picks a free port, which is what
+ * tests do).
  */
 export async function startService(spec: ServiceSpec): Promise<RunningService> {
   const { config } = spec;
@@ -180,15 +260,10 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
   try {
     checkEmits(spec.emits ?? [], spec.streams ?? []);
     await migrate(pool, [platformMigrations, spec.migrations], log);
-    const { nc, isConnected } = await connectNats(config.natsUrl, config.serviceName, log);
-    cleanups.push(() => nc.close());
-    const jsm = await nc.jetstreamManager();
-    const js = nc.jetstream();
-    for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
 
     const mesh = createMeshCredentials(config.meshSecret, config.serviceName);
     const revoked = createRevocationList();
-    const parts = await spec.build({ config, log, pool, nc, js, jsm, mesh, revoked });
+    const parts = await spec.build({ config, log, pool, mesh, revoked });
     if (parts.close) cleanups.push(parts.close);
     let accessTokens = parts.accessTokens;
     if (!accessTokens) {
@@ -211,24 +286,13 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
       log,
       { streams: stopStreams.signal, calls: stopCalls.signal, tracker },
     );
-    const deps = { js, jsm, log };
-    const listeners: RunningListener[] = [
-      followRevocations(revoked, deps),
-      ...(parts.consumers ?? []).map((c) =>
-        startConsumer(c, { ...deps, pool, ...(spec.beforeAck ? { beforeAck: spec.beforeAck } : {}) }),
-      ),
-      ...(parts.subscriptions ?? []).map((s) => startSubscription(s, deps)),
-    ];
-    cleanups.push(() => Promise.all(listeners.map((l) => l.stop())));
+    const events = startEvents({ spec, parts, pool, log, revoked });
+    // Runs before the pool closes (cleanups run in reverse): pool.end() waits for the relay's
+    // LISTEN client.
+    cleanups.push(() => events.kill());
     const health = createHealth(
       parts.services.map((s) => s.service.typeName),
-      {
-        ready: [{ name: "database", check: () => pingDatabase(pool) }],
-        events: [
-          { name: "nats", check: async () => isConnected() },
-          ...listeners.map((l) => ({ name: l.name, check: async () => l.bound() })),
-        ],
-      },
+      { ready: [{ name: "database", check: () => pingDatabase(pool) }], events: events.health },
       log,
     );
     health.addTo(server);
@@ -243,11 +307,6 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
       ),
     );
 
-    const relay = createOutboxRelay({ pool, js, log });
-    await relay.start();
-    // Runs before the pool closes (cleanups run in reverse): pool.end() waits for the relay's
-    // LISTEN client.
-    cleanups.push(() => relay.abort());
     const workers = parts.workers ?? [];
     for (const w of workers) await w.start();
     cleanups.push(() => Promise.all(workers.map((w) => w.stop())));
@@ -261,6 +320,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
       port,
       metricsPort: metricsServer.port,
       log,
+      eventsReady: events.ready,
       stop() {
         stopping ??= (async () => {
           health.drain();
@@ -288,10 +348,8 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
               }, 250);
             });
           });
-          await Promise.all(listeners.map((l) => l.stop()));
           await Promise.all(workers.map((w) => w.stop()));
-          await relay.stop();
-          await nc.drain().catch(() => {});
+          await events.stop();
           await cleanup();
           log.info("stopped");
         })();
@@ -303,7 +361,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
           stopCalls.abort();
           server.forceShutdown();
           // Before anything else closes: a crashed process acks and publishes nothing more.
-          await nc.close().catch(() => {});
+          await events.kill();
           await cleanup();
         })();
         return stopping;

@@ -38,7 +38,12 @@ export interface Mesh {
   /** Starts (another instance of) a service, with extra settings and hooks. */
   start(
     name: ServiceName,
-    opts?: { env?: Record<string, string>; beforeAck?: (eventId: string) => Promise<void> },
+    opts?: {
+      env?: Record<string, string>;
+      beforeAck?: (eventId: string) => Promise<void>;
+      /** Return once it serves calls, without waiting for its events part (NATS may be down). */
+      eventsInBackground?: boolean;
+    },
   ): Promise<RunningService>;
   stop(): Promise<void>;
 }
@@ -101,9 +106,11 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       if (hook) spec.beforeAck = hook;
       spec.log = createLogger(name, level);
       const svc = await startService(spec);
+      stops.push(() => svc.stop());
+      // Tests expect streams declared and listeners starting once start() returns.
+      if (!o.eventsInBackground) await svc.eventsReady;
       // An extra replica (on a port of its own) does not replace the mesh's instance.
       if (o.env?.PORT === undefined) services[name] = svc;
-      stops.push(() => svc.stop());
       return svc;
     };
     for (const name of wanted) await start(name);
