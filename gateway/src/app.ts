@@ -13,6 +13,7 @@ import {
   metrics,
 } from "@protomesh/platform";
 import type { JSONWebKeySet } from "jose";
+import type { NatsConnection } from "nats";
 import type { GatewayConfig } from "./config.ts";
 import { createDualServer, handleCors, stampRequest } from "./http.ts";
 import { authInterceptor, forwardRoutes, observeInterceptor } from "./routes.ts";
@@ -54,14 +55,13 @@ export async function startGateway(
   // it refuses to judge tokens (UNAVAILABLE) rather than let a revoked one through.
   const revoked = createRevocationList();
   const stopEvents = new AbortController();
+  let natsConnection: NatsConnection | undefined;
   const events = (async () => {
     const { nc } = await connectNats(config.natsUrl, "gateway", log, stopEvents.signal);
-    const revocations = followRevocations(revoked, {
-      js: nc.jetstream(),
-      jsm: await nc.jetstreamManager(),
-      log,
-    });
-    return { nc, revocations };
+    natsConnection = nc;
+    // No JetStream check here: the listener looks streams up, and retries, on every attempt.
+    const jsm = await nc.jetstreamManager({ checkAPI: false });
+    return followRevocations(revoked, { js: nc.jetstream(), jsm, log });
   })();
   events.catch((err: unknown) => {
     if (!stopEvents.signal.aborted) log.error({ err }, "cannot follow session revocations");
@@ -198,9 +198,8 @@ export async function startGateway(
         }
         jwksSource.close();
         stopEvents.abort();
-        const running = await events.catch(() => undefined);
-        await running?.revocations.stop();
-        await running?.nc.close();
+        await (await events.catch(() => undefined))?.stop();
+        await natsConnection?.close();
         log.info("gateway stopped");
       })();
       return stopping;

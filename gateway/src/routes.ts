@@ -122,6 +122,7 @@ export function forwardRoutes(
             const abort = () => ctl.abort();
             ctx.signal.addEventListener("abort", abort);
             stopStreams.addEventListener("abort", abort);
+            if (ctx.signal.aborted) abort();
             try {
               yield* call(req, { ...options(ctx, true), signal: ctl.signal }) as AsyncIterable<unknown>;
             } catch (err) {

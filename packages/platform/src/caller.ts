@@ -129,10 +129,13 @@ export function createAccessTokenVerifier(opts: {
 
 /** Session ids whose access tokens must be refused although they have not expired yet. */
 export interface RevocationList {
-  /** Refuses the session's tokens until `until` (when its last access token expires). */
-  revoke(sessionId: string, until: Date): void;
+  /**
+   * Refuses the session's tokens from now until `until` (when the last access token the session
+   * could hold expires); `revokedAt` is when it was revoked.
+   */
+  revoke(sessionId: string, until: Date, revokedAt?: Date): void;
   /** True when this token must be refused: its session was revoked (or forgotten, see below). */
-  isRevoked(token: { sessionId: string; expiresAt: Date }): boolean;
+  isRevoked(token: { sessionId: string; issuedAt: Date; expiresAt: Date }): boolean;
   /** Calls fn if the session is revoked later (to end its open streams); returns the unwatch. */
   watch(sessionId: string, fn: () => void): () => void;
   /** Called once the list holds every revocation that existed when it started following them. */
@@ -146,40 +149,45 @@ export interface RevocationList {
  * An in-memory denylist of revoked sessions, fed on every replica by auth's SessionRevoked
  * events. Entries leave once the session's tokens have expired, so it stays small. It never
  * forgets a revocation that still matters: past `maxEntries` the oldest entry goes, and every
- * token that expires no later than that entry would have is refused too (those clients refresh).
+ * token issued no later than that session's revocation is refused until such tokens have all
+ * expired (their clients refresh: a fresh token passes).
  */
 export function createRevocationList(maxEntries = 200_000): RevocationList {
   // Insertion order is close to expiry order (every entry lives one token lifetime), so pruning
   // from the front is cheap.
-  const until = new Map<string, number>();
+  const entries = new Map<string, { until: number; revokedAt: number }>();
   const watchers = new Map<string, Set<() => void>>();
-  let forgottenUntil = 0;
+  const forgotten = { revokedAt: 0, until: 0 };
   let isCurrent = false;
-  let becameCurrent: () => void = () => {};
-  const currentPromise = new Promise<void>((resolve) => {
-    becameCurrent = resolve;
-  });
+  const waiters = new Set<() => void>();
   const prune = () => {
     const now = Date.now();
-    for (const [sid, t] of until) {
-      if (t > now && until.size < maxEntries) break;
-      until.delete(sid);
-      if (t > now) forgottenUntil = Math.max(forgottenUntil, t);
+    for (const [sid, e] of entries) {
+      if (e.until > now && entries.size < maxEntries) break;
+      entries.delete(sid);
+      if (e.until > now) {
+        forgotten.revokedAt = Math.max(forgotten.revokedAt, e.revokedAt);
+        forgotten.until = Math.max(forgotten.until, e.until);
+      }
     }
   };
   return {
-    revoke(sessionId, at) {
-      const t = at.getTime();
+    revoke(sessionId, until, revokedAt = new Date()) {
+      const t = until.getTime();
       if (t <= Date.now()) return;
       prune();
-      until.set(sessionId, Math.max(t, until.get(sessionId) ?? 0));
+      const before = entries.get(sessionId);
+      entries.set(sessionId, {
+        until: Math.max(t, before?.until ?? 0),
+        revokedAt: Math.max(revokedAt.getTime(), before?.revokedAt ?? 0),
+      });
       for (const fn of watchers.get(sessionId) ?? []) fn();
     },
-    isRevoked({ sessionId, expiresAt }) {
+    isRevoked({ sessionId, issuedAt, expiresAt }) {
       const now = Date.now();
-      if (expiresAt.getTime() <= forgottenUntil && forgottenUntil > now) return true;
-      const t = until.get(sessionId);
-      return t !== undefined && t > now;
+      if (now < forgotten.until && issuedAt.getTime() <= forgotten.revokedAt) return true;
+      const e = entries.get(sessionId);
+      return e !== undefined && e.until > now && expiresAt.getTime() > now;
     },
     watch(sessionId, fn) {
       const set = watchers.get(sessionId) ?? new Set();
@@ -192,23 +200,26 @@ export function createRevocationList(maxEntries = 200_000): RevocationList {
     },
     markCurrent() {
       isCurrent = true;
-      becameCurrent();
+      for (const wake of waiters) wake();
+      waiters.clear();
     },
     current(timeoutMs) {
-      if (isCurrent) return currentPromise;
-      let timer: NodeJS.Timeout | undefined;
-      return Promise.race([
-        currentPromise,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new ConnectError("cannot check for revoked sessions right now", Code.Unavailable)),
-            timeoutMs,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
+      if (isCurrent) return Promise.resolve();
+      // One waiter per check, removed when it times out: a long wait holds nothing per call.
+      return new Promise<void>((resolve, reject) => {
+        const wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(wake);
+          reject(new ConnectError("cannot check for revoked sessions right now", Code.Unavailable));
+        }, timeoutMs);
+        waiters.add(wake);
+      });
     },
     get size() {
-      return until.size;
+      return entries.size;
     },
   };
 }

@@ -444,9 +444,14 @@ export function startSubscription(spec: SubscriptionSpec, deps: Deps): RunningLi
             }
           : { deliver_policy: DeliverPolicy.New }),
       });
+      // Before consume(): once messages are pulled into the client's buffer the server counts
+      // them as delivered, and num_pending would say "caught up" before any was handled.
+      const pending = (await c.info()).num_pending;
       const messages = await c.consume();
-      if (!caughtUp && (await c.info()).num_pending === 0) caughtUp = true;
-      if (caughtUp) spec.onCaughtUp?.();
+      if (!caughtUp && pending === 0) {
+        caughtUp = true;
+        spec.onCaughtUp?.();
+      }
       return messages;
     },
     async (m) => {

@@ -20,7 +20,14 @@ export async function connectNats(url: string, name: string, log: Logger, signal
   while (!nc) {
     signal?.throwIfAborted();
     try {
-      nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      // A short connect timeout: a stop must not wait 20 s for a host that drops packets.
+      nc = await connect({
+        servers: url,
+        name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        timeout: 2_000,
+      });
     } catch (err) {
       if (!warned) log.warn({ err: (err as Error).message, url }, "nats unreachable; retrying");
       warned = true;

@@ -70,6 +70,7 @@ export function createCallTracker() {
       open--;
       if (open === 0) for (const w of waiters.splice(0)) w();
     },
+    isIdle: () => open === 0,
     /** Resolves once no call is open. */
     idle(): Promise<void> {
       return open === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve));
@@ -198,6 +199,7 @@ function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, s
     const run = createCallRunner(binding.service, method, auth, log, stop);
     implementation[method.name] = streaming
       ? (call: grpc.ServerWritableStream<MessageShape<DescMessage>, unknown>) => {
+          stop.tracker.enter();
           run(call, async (ctx) => {
             // Iterated by hand so that a stop or a cancel ends the stream even while the handler
             // waits for its next message and ignores ctx.signal.
@@ -215,22 +217,28 @@ function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, s
             } finally {
               void it.return?.(undefined)?.catch(() => {});
             }
-          }).then(
-            () => call.end(),
-            // grpc-js sends an error status for a stream on 'error'; destroy() would send none.
-            (err: ConnectError) => call.emit("error", toGrpcError(err)),
-          );
+          })
+            .then(
+              () => call.end(),
+              // grpc-js sends an error status for a stream on 'error'; destroy() would send none.
+              (err: ConnectError) => call.emit("error", toGrpcError(err)),
+            )
+            // Counted until its status is handed to grpc-js, so a stop cuts nothing unsent.
+            .finally(() => stop.tracker.leave());
         }
       : (
           call: grpc.ServerUnaryCall<MessageShape<DescMessage>, unknown>,
           callback: grpc.sendUnaryData<unknown>,
         ) => {
+          stop.tracker.enter();
           run(call, async (ctx) =>
             create(method.output, await (impl as UnaryImpl<DescMessage, DescMessage>)(call.request, ctx)),
-          ).then(
-            (res) => callback(null, res),
-            (err: ConnectError) => callback(toGrpcError(err)),
-          );
+          )
+            .then(
+              (res) => callback(null, res),
+              (err: ConnectError) => callback(toGrpcError(err)),
+            )
+            .finally(() => stop.tracker.leave());
         };
   }
   return { definition, implementation };
@@ -250,14 +258,7 @@ function createCallRunner(
   const level = accessOf(method);
   const labels = { service: service.typeName, method: method.name };
   const stopSignal = method.methodKind === "unary" ? stop.calls : stop.streams;
-  return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
-    stop.tracker.enter();
-    try {
-      return await runOne(call, body);
-    } finally {
-      stop.tracker.leave();
-    }
-  };
+  return runOne;
   async function runOne<T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> {
     const started = performance.now();
     const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));

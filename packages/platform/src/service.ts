@@ -142,7 +142,9 @@ export function followRevocations(
       event: SessionRevokedSchema,
       sinceMs: MAX_ACCESS_TOKEN_TTL_MS,
       handle(event) {
-        if (event.accessExpireTime) revoked.revoke(event.sessionId, timestampDate(event.accessExpireTime));
+        if (!event.accessExpireTime) return;
+        const at = event.occurTime ? timestampDate(event.occurTime) : new Date();
+        revoked.revoke(event.sessionId, timestampDate(event.accessExpireTime), at);
       },
       onCaughtUp: () => revoked.markCurrent(),
     }),
@@ -180,26 +182,52 @@ function startEvents(opts: {
   let relay: ReturnType<typeof createOutboxRelay> | undefined;
   let listeners: RunningListener[] = [];
   let started = false;
+  // Each step is retried until it works or the service stops: JetStream may still be electing a
+  // leader, the database may blink. A service that gave up here would send and receive nothing
+  // (and judge no token) while reporting ready.
   const ready = (async () => {
     const conn = await connectNats(config.natsUrl, config.serviceName, log, abort.signal);
     nc = conn.nc;
     isConnected = conn.isConnected;
-    abort.signal.throwIfAborted();
-    const jsm = await nc.jetstreamManager();
-    const js = nc.jetstream();
-    for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
-    abort.signal.throwIfAborted();
-    relay = createOutboxRelay({ pool, js, log });
-    await relay.start();
-    const deps = { js, jsm, log };
-    listeners = [
-      followRevocations(revoked, deps),
-      ...(parts.consumers ?? []).map((c) =>
-        startConsumer(c, { ...deps, pool, ...(spec.beforeAck ? { beforeAck: spec.beforeAck } : {}) }),
-      ),
-      ...(parts.subscriptions ?? []).map((sub) => startSubscription(sub, deps)),
-    ];
-    started = true;
+    let delay = 500;
+    for (;;) {
+      abort.signal.throwIfAborted();
+      try {
+        const jsm = await nc.jetstreamManager();
+        const js = nc.jetstream();
+        for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
+        abort.signal.throwIfAborted();
+        relay = createOutboxRelay({ pool, js, log });
+        await relay.start();
+        const deps = { js, jsm, log };
+        listeners = [
+          followRevocations(revoked, deps),
+          ...(parts.consumers ?? []).map((c) =>
+            startConsumer(c, { ...deps, pool, ...(spec.beforeAck ? { beforeAck: spec.beforeAck } : {}) }),
+          ),
+          ...(parts.subscriptions ?? []).map((sub) => startSubscription(sub, deps)),
+        ];
+        started = true;
+        return;
+      } catch (err) {
+        relay?.abort();
+        relay = undefined;
+        if (abort.signal.aborted) throw err;
+        log.error({ err, retryInMs: delay }, "events could not start; retrying");
+        await new Promise<void>((resolve) => {
+          const onAbort = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          const t = setTimeout(() => {
+            abort.signal.removeEventListener("abort", onAbort);
+            resolve();
+          }, delay);
+          abort.signal.addEventListener("abort", onAbort, { once: true });
+        });
+        delay = Math.min(delay * 2, 30_000);
+      }
+    }
   })();
   ready.catch((err: unknown) => {
     if (!abort.signal.aborted)
@@ -341,12 +369,16 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
             server.tryShutdown(finish);
             // Streams that are not ours (a health Watch, a reflection session) never end by
             // themselves: once our calls are done and have had a moment to flush, cut the rest.
-            void tracker.idle().then(() => {
-              grace = setTimeout(() => {
-                server.forceShutdown();
-                finish();
-              }, 250);
-            });
+            // A call that arrived meanwhile is waited for too.
+            const cutWhenIdle = () =>
+              void tracker.idle().then(() => {
+                grace = setTimeout(() => {
+                  if (!tracker.isIdle()) return cutWhenIdle();
+                  server.forceShutdown();
+                  finish();
+                }, 250);
+              });
+            cutWhenIdle();
           });
           await Promise.all(workers.map((w) => w.stop()));
           await events.stop();

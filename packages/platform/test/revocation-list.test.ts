@@ -8,35 +8,34 @@ import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createAccessTokenVerifier, createRevocationList } from "../src/caller.ts";
 
 const inMs = (ms: number) => new Date(Date.now() + ms);
+/** A token of the session, issued `agoMs` ago and living 15 minutes from then. */
+const token = (sessionId: string, agoMs = 1_000) => ({
+  sessionId,
+  issuedAt: inMs(-agoMs),
+  expiresAt: inMs(15 * 60_000 - agoMs),
+});
 
 test("a revoked session is refused until its tokens expire; others pass", () => {
   const list = createRevocationList();
   list.markCurrent();
   list.revoke("s1", inMs(60_000));
   list.revoke("gone", inMs(-1));
-  assert.equal(list.isRevoked({ sessionId: "s1", expiresAt: inMs(30_000) }), true);
-  assert.equal(list.isRevoked({ sessionId: "s2", expiresAt: inMs(30_000) }), false);
-  assert.equal(list.isRevoked({ sessionId: "gone", expiresAt: inMs(30_000) }), false, "already expired");
+  assert.equal(list.isRevoked(token("s1")), true);
+  assert.equal(list.isRevoked(token("s2")), false);
+  assert.equal(list.isRevoked(token("gone")), false, "its entry had expired");
   assert.equal(list.size, 1);
 });
 
-test("when full, the oldest entry goes, and every token it could cover is still refused", () => {
+test("when full, the oldest entry goes, and every token issued before its revocation is refused until they expire", () => {
   const list = createRevocationList(3);
-  for (const [sid, ms] of [
-    ["a", 10_000],
-    ["b", 20_000],
-    ["c", 30_000],
-    ["d", 40_000],
-  ] as const) {
-    list.revoke(sid, inMs(ms));
-  }
+  for (const sid of ["a", "b", "c", "d"]) list.revoke(sid, inMs(3_600_000), inMs(-500));
   assert.ok(list.size <= 3);
-  // "a" was forgotten: its tokens (expiring within 10 s) are still refused, as is any token
-  // that expires as early; a token living longer, of a session never revoked, passes.
-  assert.equal(list.isRevoked({ sessionId: "a", expiresAt: inMs(9_000) }), true);
-  assert.equal(list.isRevoked({ sessionId: "x", expiresAt: inMs(9_000) }), true);
-  assert.equal(list.isRevoked({ sessionId: "x", expiresAt: inMs(15_000) }), false);
-  assert.equal(list.isRevoked({ sessionId: "d", expiresAt: inMs(15_000) }), true);
+  // "a" was forgotten: its tokens, and any other token issued before its revocation, are
+  // refused; a token issued afterwards (a refreshed one) passes, also for a long-lived session.
+  assert.equal(list.isRevoked(token("a")), true);
+  assert.equal(list.isRevoked(token("x")), true, "issued before the forgotten revocation");
+  assert.equal(list.isRevoked(token("x", 0)), false, "a fresh token passes");
+  assert.equal(list.isRevoked(token("d", 0)), true, "a session still listed stays refused");
 });
 
 test("watchers hear of their session's revocation (open streams end)", () => {
