@@ -14,7 +14,7 @@ import {
   readServiceConfig,
   startService,
 } from "@protomesh/platform";
-import { startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import { startMesh, uniqueEmail, waitUntil, within } from "@protomesh/testkit";
 import { connect, type NatsConnection, StorageType } from "nats";
 import { ensureStream } from "../src/nats.ts";
 
@@ -123,4 +123,24 @@ test("a consumer never creates the producer's stream: it waits, then binds once 
   t.after(() => auth.close());
   await auth.signUp({ email, password: "correct horse battery", displayName: "Lu" });
   await mesh.smtp.waitFor((m) => m.to.includes(email));
+});
+
+test("a service whose streams cannot be set up yet serves anyway and retries until they can", async (t) => {
+  const mesh = await startMesh({ services: ["auth"], gateway: false });
+  t.after(() => mesh.stop());
+  const own = await connect({ servers: mesh.nats.url });
+  t.after(() => own.close());
+  const jsm = await own.jetstreamManager();
+  // Something in the way of user's USER stream: a stream of that name JetStream cannot convert.
+  await jsm.streams.add({ name: "USER", subjects: ["user.>"], storage: StorageType.Memory });
+  const user = await mesh.start("user", { eventsInBackground: true });
+  const health = createHealthClient(mesh.addr("user"));
+  t.after(() => health.close());
+  assert.equal(await health.check(""), "SERVING");
+  assert.equal(await health.check(HEALTH.events), "NOT_SERVING");
+
+  await jsm.streams.delete("USER");
+  await within(user.eventsReady, 15_000, "events started on a later attempt");
+  assert.equal((await jsm.streams.info("USER")).config.storage, StorageType.File);
+  await waitUntil(async () => (await health.check(HEALTH.events)) === "SERVING", 10_000, "events SERVING");
 });
