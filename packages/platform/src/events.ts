@@ -20,7 +20,7 @@ import {
 import { type Pool, type Tx, withTransaction } from "./db.ts";
 import type { Logger } from "./logger.ts";
 import { eventsHandled, outboxFailures, outboxPublished } from "./metrics.ts";
-import { deadLetterSubject } from "./nats.ts";
+import { deadLetterSubject, sleep } from "./nats.ts";
 
 export const EVENT_TYPE_HEADER = "Protomesh-Event-Type";
 /** The event id; also Nats-Msg-Id, except on a replay, which must not be dropped as a duplicate. */
@@ -297,17 +297,7 @@ function runListener(
       }
       bound = false;
       if (stopping.signal.aborted) break;
-      await new Promise<void>((resolve) => {
-        const onStop = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        const t = setTimeout(() => {
-          stopping.signal.removeEventListener("abort", onStop);
-          resolve();
-        }, delay);
-        stopping.signal.addEventListener("abort", onStop, { once: true });
-      });
+      await sleep(delay, stopping.signal);
       delay = Math.min(delay * 2, 5_000);
     }
   })();

@@ -1,3 +1,4 @@
+import { setTimeout as delayFor } from "node:timers/promises";
 import {
   connect,
   type JetStreamManager,
@@ -8,6 +9,10 @@ import {
 } from "nats";
 import type { Logger } from "./logger.ts";
 import { natsConnected } from "./metrics.ts";
+
+/** Waits ms, or less if the signal aborts first; never rejects. */
+export const sleep = (ms: number, signal?: AbortSignal) =>
+  delayFor(ms, undefined, signal ? { signal } : {}).catch(() => {});
 
 /**
  * A NATS connection that reconnects forever and knows whether it is connected right now. The
@@ -31,17 +36,7 @@ export async function connectNats(url: string, name: string, log: Logger, signal
     } catch (err) {
       if (!warned) log.warn({ err: (err as Error).message, url }, "nats unreachable; retrying");
       warned = true;
-      await new Promise<void>((resolve) => {
-        const onAbort = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        const t = setTimeout(() => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        }, delay);
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
+      await sleep(delay, signal);
       delay = Math.min(delay * 2, 5_000);
     }
   }

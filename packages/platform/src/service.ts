@@ -29,7 +29,7 @@ import {
 import { createHealth, type HealthCheck } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
-import { connectNats, ensureStream, type StreamSpec, subjectMatches } from "./nats.ts";
+import { connectNats, ensureStream, type StreamSpec, sleep, subjectMatches } from "./nats.ts";
 import { addReflection } from "./reflection.ts";
 import { addServices, createCallTracker, type ServiceBinding } from "./server.ts";
 
@@ -214,17 +214,7 @@ function startEvents(opts: {
         relay = undefined;
         if (abort.signal.aborted) throw err;
         log.error({ err, retryInMs: delay }, "events could not start; retrying");
-        await new Promise<void>((resolve) => {
-          const onAbort = () => {
-            clearTimeout(t);
-            resolve();
-          };
-          const t = setTimeout(() => {
-            abort.signal.removeEventListener("abort", onAbort);
-            resolve();
-          }, delay);
-          abort.signal.addEventListener("abort", onAbort, { once: true });
-        });
+        await sleep(delay, abort.signal);
         delay = Math.min(delay * 2, 30_000);
       }
     }
