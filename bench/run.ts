@@ -2,12 +2,11 @@
 // Everything runs on this machine in one go (services as separate processes, the load from this
 // one), so the ratios hold on a noisy 2-core box even when the absolute numbers do not.
 // Every load loop is bounded by both a duration and a request count.
-import { randomBytes } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { freePort, startNats, startPostgres, startSmtp } from "@protomesh/devkit";
-import { addressVariable, meshServices, type ServiceName } from "@protomesh/mesh";
+import { addressVariable, meshServices, randomSecrets, type ServiceName } from "@protomesh/mesh";
 import {
   connectGrpcClient,
   connectJsonClient,
@@ -55,11 +54,7 @@ try {
     metrics[svc.name] = await freePort();
   }
   ports.gateway = await freePort();
-  const secrets = new Map<string, string>();
-  const secret = (name: string) => {
-    if (!secrets.has(name)) secrets.set(name, randomBytes(32).toString("base64"));
-    return secrets.get(name) as string;
-  };
+  const secret = randomSecrets();
   const common = {
     HOST: "127.0.0.1",
     NATS_URL: nats.url,

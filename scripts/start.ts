@@ -16,9 +16,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { startNats, startPostgres, startSmtp } from "@protomesh/devkit";
+import { createDatabase, startNats, startPostgres, startSmtp } from "@protomesh/devkit";
 import { addressVariable, meshServices } from "@protomesh/mesh";
-import pg from "pg";
 
 const root = join(import.meta.dirname, "..");
 const data = resolve(process.env.PROTOMESH_DATA_DIR ?? join(root, ".data"));
@@ -182,18 +181,8 @@ try {
   }
 
   // One database per service: no service can read another's tables.
-  const dbUrl = (name: string) => {
-    const u = new URL(adminUrl);
-    u.pathname = `/protomesh_${name}`;
-    return u.toString();
-  };
-  const admin = new pg.Client(adminUrl);
-  await admin.connect();
-  for (const s of services) {
-    const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [`protomesh_${s.name}`]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE protomesh_${s.name}`);
-  }
-  await admin.end();
+  const databases = new Map<string, string>();
+  for (const s of services) databases.set(s.name, await createDatabase(adminUrl, `protomesh_${s.name}`));
 
   const common = {
     HOST: "127.0.0.1",
@@ -211,7 +200,7 @@ try {
         ...s.devEnv?.({ smtpUrl, secret: devSecret }),
         PORT: String(s.port),
         METRICS_PORT: String(s.metrics),
-        DATABASE_URL: dbUrl(s.name),
+        DATABASE_URL: databases.get(s.name) ?? "",
       },
       /"msg":"started"/,
     );

@@ -1,3 +1,4 @@
+import { addressVariable } from "@protomesh/mesh";
 import { type CommonConfig, envReader, readCommonConfig } from "@protomesh/platform";
 import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
 
@@ -27,7 +28,7 @@ export function readGatewayConfig(
   const config: GatewayConfig = {
     ...readCommonConfig(env, "gateway", 8080),
     upstreams: Object.fromEntries(
-      services.map((s) => [s.name, env.string(`${s.name.toUpperCase()}_ADDR`, `dns:///127.0.0.1:${s.port}`)]),
+      services.map((s) => [s.name, env.string(addressVariable(s.name), `dns:///127.0.0.1:${s.port}`)]),
     ),
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),

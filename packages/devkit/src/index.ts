@@ -1,6 +1,6 @@
 export { type Nats, type StartNatsOptions, startNats } from "./nats.ts";
 export { freePort } from "./ports.ts";
-export { type Postgres, type StartPostgresOptions, startPostgres } from "./postgres.ts";
+export { createDatabase, type Postgres, type StartPostgresOptions, startPostgres } from "./postgres.ts";
 export {
   createReflectionClient,
   type ReflectionClient,

@@ -376,27 +376,34 @@ function running(server: Server, { dataDir, persistent }: ClusterOptions, port: 
     dataDir,
     adminUrl,
     url,
-    async createDatabase(name) {
-      const databaseUrl = url(name);
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
-        if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
-      } catch (error) {
-        // Losing a race with a concurrent create of the same database is still success.
-        const code = (error as { code?: string }).code;
-        if (code !== "42P04" && code !== "23505") throw error;
-      } finally {
-        await client.end();
-      }
-      return databaseUrl;
-    },
+    createDatabase: (name) => createDatabase(adminUrl, name),
     stop() {
       stopping ??= stop();
       return stopping;
     },
   };
+}
+
+/**
+ * Creates the database on the server of `adminUrl` unless it exists, and returns its URL.
+ * Losing a race with a concurrent create of the same database is still success.
+ */
+export async function createDatabase(adminUrl: string, name: string): Promise<string> {
+  validName(name);
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
+    if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== "42P04" && code !== "23505") throw error;
+  } finally {
+    await client.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
 }
 
 function validName(name: string): string {

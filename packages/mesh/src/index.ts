@@ -3,5 +3,6 @@ export {
   type DevContext,
   type MeshService,
   meshServices,
+  randomSecrets,
   type ServiceName,
 } from "./services.ts";

@@ -1,6 +1,7 @@
 // The one list of the mesh's services. `npm start`, the gateway, the test harness and the
 // benchmarks read it; k8s/ and the Tiltfile are checked against it by test/deploy.test.ts.
 // A new service is one entry here plus its folder under services/.
+import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
@@ -66,3 +67,13 @@ export const meshServices: readonly (MeshService & { name: ServiceName })[] = li
 
 /** The variable that holds a service's gRPC target, e.g. USER_ADDR. */
 export const addressVariable = (name: string) => `${name.toUpperCase()}_ADDR`;
+
+/** `DevContext.secret` for a run that keeps nothing: a random value per name, the same on every ask. */
+export function randomSecrets(): (name: string) => string {
+  const secrets = new Map<string, string>();
+  return (name) => {
+    const value = secrets.get(name) ?? randomBytes(32).toString("base64");
+    secrets.set(name, value);
+    return value;
+  };
+}

@@ -79,7 +79,7 @@ export function createServiceClient<S extends DescService>(
   const client = new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
 
-  const prepare = async (opts: CallOptions | undefined, defaultMs: number | undefined) => {
+  const prepare = async (opts: CallOptions | undefined, defaultMs?: number) => {
     const md = new grpc.Metadata({ waitForReady: options.waitForReady ?? false });
     const inbound = inboundCall.getStore();
     if (options.mesh) md.set(MESH_TOKEN_HEADER, await options.mesh.token());
@@ -146,13 +146,11 @@ async function* streamCall(
   serialize: (m: MessageShape<DescMessage>) => Buffer,
   deserialize: (b: Buffer) => MessageShape<DescMessage>,
   request: MessageInitShape<DescMessage>,
-  prepare: (
-    o: CallOptions | undefined,
-    defaultMs: undefined,
-  ) => Promise<{ md: grpc.Metadata; callOptions: grpc.CallOptions }>,
+  prepare: (o: CallOptions | undefined) => Promise<{ md: grpc.Metadata; callOptions: grpc.CallOptions }>,
   opts: CallOptions | undefined,
 ): AsyncGenerator<MessageShape<DescMessage>> {
-  const { md, callOptions } = await prepare(opts, undefined);
+  // No default deadline for a stream: it lives until either side ends it.
+  const { md, callOptions } = await prepare(opts);
   opts?.signal?.throwIfAborted();
   const stream = client.makeServerStreamRequest(
     path,

@@ -1,6 +1,8 @@
-import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation, service as healthService } from "grpc-health-check";
-import { channelOptions } from "./client.ts";
+import type * as grpc from "@grpc/grpc-js";
+import { Health, HealthCheckResponse_ServingStatus } from "@protomesh/contracts/grpc/health/v1/health_pb";
+import { HealthImplementation } from "grpc-health-check";
+import { createServiceClient } from "./client.ts";
+import { Code, type ConnectError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 
 /** A named dependency check; true when the dependency answers. */
@@ -68,31 +70,15 @@ export function createHealth(
   };
 }
 
-const HealthClient = grpc.makeGenericClientConstructor(healthService, "Health");
-const check = healthService.Check as grpc.MethodDefinition<object, { status: string }>;
-
 /** A grpc.health.v1 client, for readiness checks across the mesh and for tests. */
 export function createHealthClient(target: string) {
-  const client = new HealthClient(target, grpc.credentials.createInsecure(), channelOptions);
+  const client = createServiceClient(Health, target);
   return {
     /** The status of `service` ("" for the whole server), or "UNREACHABLE" when it does not answer in time. */
     check: (service = "", timeoutMs = 1_000) =>
-      new Promise<string>((resolve) =>
-        client.makeUnaryRequest(
-          "/grpc.health.v1.Health/Check",
-          (m: object) => check.requestSerialize(m),
-          (b: Buffer) => check.responseDeserialize(b),
-          { service },
-          { deadline: Date.now() + timeoutMs },
-          (err, res) =>
-            resolve(
-              err
-                ? err.code === grpc.status.NOT_FOUND
-                  ? "SERVICE_UNKNOWN"
-                  : "UNREACHABLE"
-                : (res?.status ?? "UNKNOWN"),
-            ),
-        ),
+      client.check({ service }, { timeoutMs }).then(
+        (res) => HealthCheckResponse_ServingStatus[res.status],
+        (err: ConnectError) => (err.code === Code.NotFound ? "SERVICE_UNKNOWN" : "UNREACHABLE"),
       ),
     close: () => client.close(),
   };

@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:http";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** One registry per process: default Node metrics (event-loop lag included) plus ours. */
@@ -50,28 +51,8 @@ export const eventsHandled = new Counter({
  * (OK, INVALID_ARGUMENT, …), whichever protocol the call came in on.
  */
 export function statusName(code: number): string {
-  return STATUS_NAMES[code] ?? String(code);
+  return grpcStatus[code] ?? String(code);
 }
-
-const STATUS_NAMES = [
-  "OK",
-  "CANCELLED",
-  "UNKNOWN",
-  "INVALID_ARGUMENT",
-  "DEADLINE_EXCEEDED",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "PERMISSION_DENIED",
-  "RESOURCE_EXHAUSTED",
-  "FAILED_PRECONDITION",
-  "ABORTED",
-  "OUT_OF_RANGE",
-  "UNIMPLEMENTED",
-  "INTERNAL",
-  "UNAVAILABLE",
-  "DATA_LOSS",
-  "UNAUTHENTICATED",
-];
 
 /** Serves GET /metrics in the Prometheus text format; resolves with the bound port. */
 export async function startMetricsServer(

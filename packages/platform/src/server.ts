@@ -258,8 +258,7 @@ function createCallRunner(
   const level = accessOf(method);
   const labels = { service: service.typeName, method: method.name };
   const stopSignal = method.methodKind === "unary" ? stop.calls : stop.streams;
-  return runOne;
-  async function runOne<T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> {
+  return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
     const started = performance.now();
     const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));
     const controller = new AbortController();
@@ -302,7 +301,7 @@ function createCallRunner(
       rpcHandled.inc({ ...labels, code: statusName(code) });
       rpcSeconds.observe(labels, (performance.now() - started) / 1000);
     }
-  }
+  };
 }
 
 /** Adds services to a grpc-js server with the platform's checks around every handler. */

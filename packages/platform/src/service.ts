@@ -182,9 +182,9 @@ function startEvents(opts: {
   let relay: ReturnType<typeof createOutboxRelay> | undefined;
   let listeners: RunningListener[] = [];
   let started = false;
-  // Each step is retried until it works or the service stops: JetStream may still be electing a
-  // leader, the database may blink. A service that gave up here would send and receive nothing
-  // (and judge no token) while reporting ready.
+  // Each step is retried until it works (JetStream may still be electing a leader, the database
+  // may blink), so this rejects only when the service stops first. A service that gave up here
+  // would send and receive nothing, and judge no token, while reporting ready.
   const ready = (async () => {
     const conn = await connectNats(config.natsUrl, config.serviceName, log, abort.signal);
     nc = conn.nc;
@@ -219,10 +219,6 @@ function startEvents(opts: {
       }
     }
   })();
-  ready.catch((err: unknown) => {
-    if (!abort.signal.aborted)
-      log.error({ err }, "events could not start; this service sends and receives none");
-  });
   const settled = ready.catch(() => {});
   return {
     ready,

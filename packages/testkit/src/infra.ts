@@ -2,8 +2,7 @@
 // and passes its URL in PROTOMESH_TEST_PG_URL; a file run on its own starts one for the
 // process, stopped when the last mesh using it stops. Every mesh gets databases of its own.
 import { randomBytes } from "node:crypto";
-import { type Postgres, startPostgres } from "@protomesh/devkit";
-import pg from "pg";
+import { createDatabase, type Postgres, startPostgres } from "@protomesh/devkit";
 
 export const SHARED_PG_ENV = "PROTOMESH_TEST_PG_URL";
 
@@ -15,19 +14,6 @@ export interface TestDatabases {
 }
 
 let own: { pg: Promise<Postgres>; users: number } | undefined;
-
-async function createDatabase(adminUrl: string, name: string): Promise<string> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
-  } finally {
-    await client.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
 
 /** Databases for one mesh, on the run's shared server (started here when there is none). */
 export async function testDatabases(): Promise<TestDatabases> {

@@ -2,10 +2,9 @@
 // database, on a NATS JetStream and an SMTP server of the mesh's own (cheap to start, and
 // isolated: streams, durable consumers and mail belong to one mesh), optionally the gateway.
 // stop() tears all of it down, also after a failure.
-import { randomBytes } from "node:crypto";
 import { freePort, type Nats, type Smtp, startNats, startSmtp } from "@protomesh/devkit";
 import { type RunningGateway, readGatewayConfig, startGateway } from "@protomesh/gateway";
-import { addressVariable, meshServices, type ServiceName } from "@protomesh/mesh";
+import { addressVariable, meshServices, randomSecrets, type ServiceName } from "@protomesh/mesh";
 import { createLogger, type RunningService, startService } from "@protomesh/platform";
 import { testDatabases } from "./infra.ts";
 
@@ -66,11 +65,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
     const ports = Object.fromEntries(
       await Promise.all(meshServices.map(async (s) => [s.name, await freePort()] as const)),
     ) as Record<ServiceName, number>;
-    const secrets = new Map<string, string>();
-    const secret = (name: string) => {
-      if (!secrets.has(name)) secrets.set(name, randomBytes(32).toString("base64"));
-      return secrets.get(name) as string;
-    };
+    const secret = randomSecrets();
     const addresses = Object.fromEntries(
       meshServices.map((s) => [addressVariable(s.name), `127.0.0.1:${ports[s.name]}`]),
     );
