@@ -167,23 +167,19 @@ async function removeLegacyDeadLetters(jsm: JetStreamManager, log: Logger) {
   log.warn({ messages: legacy.state.messages }, "removed the legacy DLQ stream (full event copies)");
 }
 
-/** Creates or updates a declared stream and its dead-letter companion. */
-export async function ensureStream(
+/** Creates or updates a service's declared streams, each with its dead-letter companion. */
+export async function ensureStreams(
   jsm: JetStreamManager,
-  spec: StreamSpec,
+  specs: StreamSpec[],
   log: Logger,
   defaultReplicas = 1,
 ) {
-  await removeLegacyDeadLetters(jsm, log);
-  await ensureOne(jsm, streamConfig(spec, defaultReplicas), log);
-  await ensureOne(
-    jsm,
-    streamConfig(
-      { ...spec, name: deadLetterStream(spec.name), subjects: [deadLetterSubject(spec.name, ">")] },
-      defaultReplicas,
-    ),
-    log,
-  );
+  if (specs.length > 0) await removeLegacyDeadLetters(jsm, log);
+  for (const spec of specs) {
+    await ensureOne(jsm, streamConfig(spec, defaultReplicas), log);
+    const deadLetters = { name: deadLetterStream(spec.name), subjects: [deadLetterSubject(spec.name, ">")] };
+    await ensureOne(jsm, streamConfig({ ...spec, ...deadLetters }, defaultReplicas), log);
+  }
 }
 
 /** True when a NATS subject matches a pattern with `*` (one token) and `>` (the rest). */

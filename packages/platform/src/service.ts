@@ -29,7 +29,7 @@ import {
 import { createHealth, type HealthCheck } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
-import { connectNats, ensureStream, type StreamSpec, sleep, subjectMatches } from "./nats.ts";
+import { connectNats, ensureStreams, type StreamSpec, sleep, subjectMatches } from "./nats.ts";
 import { addReflection } from "./reflection.ts";
 import { addServices, createCallTracker, type ServiceBinding } from "./server.ts";
 
@@ -195,7 +195,7 @@ function startEvents(opts: {
       try {
         const jsm = await nc.jetstreamManager();
         const js = nc.jetstream();
-        for (const stream of spec.streams ?? []) await ensureStream(jsm, stream, log, config.streamReplicas);
+        await ensureStreams(jsm, spec.streams ?? [], log, config.streamReplicas);
         abort.signal.throwIfAborted();
         relay = createOutboxRelay({ pool, js, log });
         await relay.start();

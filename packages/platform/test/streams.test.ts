@@ -16,7 +16,7 @@ import {
 } from "@protomesh/platform";
 import { startMesh, uniqueEmail, waitUntil, within } from "@protomesh/testkit";
 import { connect, type NatsConnection, StorageType } from "nats";
-import { ensureStream } from "../src/nats.ts";
+import { ensureStreams } from "../src/nats.ts";
 
 let nats: Nats;
 let nc: NatsConnection;
@@ -35,7 +35,7 @@ const MINUTE = 60_000;
 test("a declared stream is created with its dead-letter companion, and updated when its declaration changes", async () => {
   const jsm = await nc.jetstreamManager();
   const spec = defineStream({ name: "CODES", subjects: ["codes.>"], maxAgeMs: 10 * MINUTE });
-  await ensureStream(jsm, spec, log);
+  await ensureStreams(jsm, [spec], log);
   const created = await jsm.streams.info("CODES");
   assert.deepEqual(created.config.subjects, ["codes.>"]);
   assert.equal(created.config.max_age, 10 * MINUTE * 1e6);
@@ -45,7 +45,7 @@ test("a declared stream is created with its dead-letter companion, and updated w
   assert.deepEqual(dlq.config.subjects, ["dlq.CODES.>"]);
 
   // The owner ships a shorter retention and another subject: the next start applies them.
-  await ensureStream(jsm, { ...spec, subjects: ["codes.>", "pins.>"], maxAgeMs: 5 * MINUTE }, log);
+  await ensureStreams(jsm, [{ ...spec, subjects: ["codes.>", "pins.>"], maxAgeMs: 5 * MINUTE }], log);
   const updated = await jsm.streams.info("CODES");
   assert.equal(updated.config.max_age, 5 * MINUTE * 1e6);
   assert.deepEqual(updated.config.subjects, ["codes.>", "pins.>"]);
@@ -57,7 +57,7 @@ test("the legacy DLQ stream (full copies on dlq.>) is removed, so today's dead-l
   // As a NATS store from before declared streams: only the one DLQ stream on dlq.>.
   for await (const name of jsm.streams.names()) if (name.endsWith("_DLQ")) await jsm.streams.delete(name);
   await jsm.streams.add({ name: "DLQ", subjects: ["dlq.>"], storage: StorageType.File });
-  await ensureStream(jsm, defineStream({ name: "LEGACY", subjects: ["legacy.>"], maxAgeMs: MINUTE }), log);
+  await ensureStreams(jsm, [defineStream({ name: "LEGACY", subjects: ["legacy.>"], maxAgeMs: MINUTE })], log);
   await assert.rejects(jsm.streams.info("DLQ"), /stream not found/);
   assert.deepEqual((await jsm.streams.info("LEGACY_DLQ")).config.subjects, ["dlq.LEGACY.>"]);
 });
@@ -66,7 +66,7 @@ test("a stream whose storage differs from its declaration stops the start with w
   const jsm = await nc.jetstreamManager();
   await jsm.streams.add({ name: "MEMO", subjects: ["memo.>"], storage: StorageType.Memory });
   await assert.rejects(
-    ensureStream(jsm, defineStream({ name: "MEMO", subjects: ["memo.>"], maxAgeMs: MINUTE }), log),
+    ensureStreams(jsm, [defineStream({ name: "MEMO", subjects: ["memo.>"], maxAgeMs: MINUTE })], log),
     /MEMO has storage "memory".*nats stream rm MEMO/,
   );
 });
