@@ -104,8 +104,9 @@ try {
   const email = `bench-${Date.now()}@example.com`;
   const password = "correct horse battery";
   await auth.signUp({ email, password, displayName: "Bench" });
-  const { tokens } = await auth.signIn({ email, password });
-  const headers = { authorization: `Bearer ${tokens?.accessToken}` };
+  const { result } = await auth.signIn({ email, password });
+  if (result.case !== "tokens") throw new Error("the bench account must sign in without MFA");
+  const headers = { authorization: `Bearer ${result.value.accessToken}` };
 
   const client = (c: GetMeCall) => {
     closers.push(() => c.close());

@@ -5,9 +5,11 @@
 // compiled descriptor that @bufbuild/protovalidate ships, into an image that buf lints and
 // generates from.
 //
-// The grpc.health.v1 and grpc.reflection protos ship as .proto files inside grpc-health-check and
-// @grpc/reflection; they are compiled here too (not linted: they are not ours), so reflection can
-// serve their exact descriptors and clients can speak reflection without loading proto files.
+// The grpc.health.v1, grpc.reflection and google.rpc protos ship as .proto files inside
+// grpc-health-check, @grpc/reflection and google-proto-files; they are compiled here too (not
+// linted: they are not ours), so reflection can serve their exact descriptors, clients can speak
+// reflection without loading proto files, and error details (google.rpc.Status, RetryInfo) have
+// the types every gRPC and Connect client knows.
 import { execFileSync } from "node:child_process";
 import {
   copyFileSync,
@@ -68,6 +70,8 @@ function copyGrpcProtos(dir: string): string[] {
       pkg("@grpc/reflection"),
       "build/proto/grpc/reflection/v1alpha/reflection.proto",
     ),
+    "google/rpc/error_details.proto": join(pkg("google-proto-files"), "google/rpc/error_details.proto"),
+    "google/rpc/status.proto": join(pkg("google-proto-files"), "google/rpc/status.proto"),
   };
   rmSync(dir, { recursive: true, force: true });
   for (const [path, source] of Object.entries(sources)) {
@@ -109,7 +113,7 @@ const buf = join(bin, "buf");
 const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
 execFileSync(buf, ["lint", image, "--path", "protomesh"], { cwd: root, stdio: "inherit", env });
 
-const generate = ["generate", image, "--path", "protomesh", "--path", "grpc"];
+const generate = ["generate", image, "--path", "protomesh", "--path", "grpc", "--path", "google/rpc"];
 
 if (!check) {
   execFileSync(buf, generate, { cwd: root, stdio: "inherit", env });

@@ -14,6 +14,7 @@ import {
   gatewayClient,
   type Mesh,
   publishEvent,
+  signUpAndSignIn,
   startMesh,
   uniqueEmail,
   waitUntil,
@@ -30,9 +31,9 @@ after(() => mesh?.stop());
 const auth = () => gatewayClient(AuthService, mesh.url, "connect-json");
 
 async function session(email: string) {
-  const { tokens } = await auth().signIn({ email, password: PASSWORD });
-  assert.ok(tokens);
-  return tokens;
+  const { result } = await auth().signIn({ email, password: PASSWORD });
+  assert.equal(result.case, "tokens");
+  return result.value;
 }
 
 /** Where a token is checked: the gateway, user directly, and auth's ValidateToken. */
@@ -106,8 +107,7 @@ for (const [how, revoke] of [
 
 test("an open stream ends with UNAUTHENTICATED when its session is revoked", async () => {
   const email = uniqueEmail("revoke-stream");
-  const { userId } = await auth().signUp({ email, password: PASSWORD, displayName: "Stu" });
-  const tokens = await session(email);
+  const { userId, tokens } = await signUpAndSignIn(auth(), { email, password: PASSWORD, displayName: "Stu" });
   await mesh.smtp.waitFor((m) => m.to.includes(email));
   const stream = gatewayClient(NotifyService, mesh.url, "grpc", () => tokens.accessToken)
     .watchMyNotifications({})

@@ -12,6 +12,7 @@ import {
   gatewayClient,
   type Mesh,
   publishEvent,
+  signUpAndSignIn,
   startMesh,
   uniqueEmail,
   waitUntil,
@@ -30,8 +31,7 @@ const PASSWORD = "correct horse battery";
 test("gRPC over cleartext HTTP/2 works on the same port as HTTP/1.1", async () => {
   const email = uniqueEmail("h2");
   const auth = gatewayClient(AuthService, mesh.url, "grpc");
-  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Hal" });
-  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  const { userId, tokens } = await signUpAndSignIn(auth, { email, password: PASSWORD, displayName: "Hal" });
   const users = gatewayClient(UserService, mesh.url, "grpc", () => tokens?.accessToken);
   assert.equal((await users.getMe({})).user?.id, userId);
 });
@@ -149,8 +149,7 @@ test("stopping the gateway ends open streams at once with UNAVAILABLE, so client
   t.after(() => second.stop());
   const auth = gatewayClient(AuthService, mesh.url, "connect-json");
   const email = uniqueEmail("gw-stop");
-  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Gus" });
-  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  const { userId, tokens } = await signUpAndSignIn(auth, { email, password: PASSWORD, displayName: "Gus" });
   await mesh.smtp.waitFor((m) => m.to.includes(email));
   const streams = (["connect-json", "grpc"] as const).map((protocol) =>
     gatewayClient(NotifyService, second.url, protocol, () => tokens?.accessToken)

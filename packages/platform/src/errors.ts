@@ -1,4 +1,6 @@
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { RetryInfoSchema } from "@protomesh/contracts/google/rpc/error_details_pb";
 import type { Logger } from "./logger.ts";
 
 export { Code, ConnectError };
@@ -22,4 +24,22 @@ export function toPublicError(err: unknown, log: Logger): ConnectError {
   }
   log.error({ err }, "unexpected error");
   return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * RESOURCE_EXHAUSTED with a google.rpc.RetryInfo detail: gRPC and Connect clients read when to
+ * try again from it (the gateway also sends it as `retry-after`).
+ */
+export function retryLater(message: string, delayMs: number): ConnectError {
+  const retryDelay = durationFromMs(Math.max(0, Math.ceil(delayMs)));
+  return new ConnectError(message, Code.ResourceExhausted, undefined, [
+    { desc: RetryInfoSchema, value: { retryDelay } },
+  ]);
+}
+
+/** The retry delay an error carries (google.rpc.RetryInfo), in milliseconds. */
+export function retryDelayMs(err: ConnectError): number | undefined {
+  const info = err.findDetails(RetryInfoSchema)[0];
+  if (!info?.retryDelay) return undefined;
+  return Number(info.retryDelay.seconds) * 1000 + Math.ceil(info.retryDelay.nanos / 1e6);
 }

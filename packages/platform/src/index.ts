@@ -25,7 +25,7 @@ export {
 export { type CallContext, REQUEST_ID_HEADER, requestIdOf, requireUser } from "./context.ts";
 export { createPool, type Pool, type Tx, withTransaction } from "./db.ts";
 export { type DeadLetter, listDeadLetters, replayDeadLetter } from "./dead-letters.ts";
-export { Code, ConnectError, fail } from "./errors.ts";
+export { Code, ConnectError, fail, retryDelayMs, retryLater } from "./errors.ts";
 export {
   addEvent,
   type ConsumerSpec,

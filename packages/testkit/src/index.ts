@@ -1,3 +1,4 @@
+export { signUpAndSignIn, TEST_PASSWORD, type TestAccount } from "./accounts.ts";
 export { gatewayClient, type Protocol, uniqueEmail } from "./clients.ts";
 export { publishEvent, query } from "./events.ts";
 export { SHARED_PG_ENV, testDatabases } from "./infra.ts";

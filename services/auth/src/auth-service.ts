@@ -62,7 +62,7 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
         throw fail(Code.Unavailable, "sign-up could not be completed right now; try again");
       }
       await store.activate(userId, req.displayName);
-      return { userId };
+      return {};
     },
 
     async signIn(req, ctx) {
@@ -71,12 +71,11 @@ export function createAuthHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthS
       const ok = await passwords.verify(req.password, account?.passwordHash);
       if (!account || !ok) throw fail(Code.Unauthenticated, BAD_CREDENTIALS);
       const session = await store.createSession(account.userId, ctx.clientIp);
-      return {
-        tokens: await issueTokens(
-          { userId: account.userId, sessionId: session.sessionId, roles: account.roles },
-          session,
-        ),
-      };
+      const tokens = await issueTokens(
+        { userId: account.userId, sessionId: session.sessionId, roles: account.roles },
+        session,
+      );
+      return { result: { case: "tokens", value: tokens } };
     },
 
     async refreshToken(req, ctx) {

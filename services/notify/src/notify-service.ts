@@ -1,5 +1,5 @@
 import type { Notification, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
-import { type Hub, requireUser, type ServiceHandlers } from "@protomesh/platform";
+import { Code, fail, type Hub, requireUser, type ServiceHandlers } from "@protomesh/platform";
 import { fromPageToken, toNotificationMessage, toPageToken } from "./convert.ts";
 import type { NotificationStore } from "./pg-notification-store.ts";
 
@@ -23,5 +23,13 @@ export function createNotifyHandlers(
       const me = requireUser(ctx);
       for await (const notification of inbox.listen(me.userId, ctx.signal)) yield { notification };
     },
+
+    // Built in the identity issue (in progress).
+    sendEmail: notYet,
+    sendSms: notYet,
   };
 }
+
+const notYet = async (): Promise<never> => {
+  throw fail(Code.Unimplemented, "not implemented yet");
+};

@@ -17,6 +17,7 @@ import {
   type Protocol,
   publishEvent,
   query,
+  signUpAndSignIn,
   startMesh,
   uniqueEmail,
   waitUntil,
@@ -51,8 +52,7 @@ function settled(jsm: JetStreamManager, extra: (ci: ConsumerInfo) => boolean = (
 async function signedUp(m: Mesh, tag: string) {
   const auth = gatewayClient(AuthService, m.url, "connect-json");
   const email = uniqueEmail(tag);
-  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Nia" });
-  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  const { userId, tokens } = await signUpAndSignIn(auth, { email, password: PASSWORD, displayName: "Nia" });
   return { userId, email, token: tokens?.accessToken ?? "" };
 }
 
@@ -88,8 +88,11 @@ describe("the inbox", () => {
       const auth = gatewayClient(AuthService, mesh.url, "connect-json");
       const email = uniqueEmail(`watch-${protocol}`);
       // Sign up without waiting for the welcome email: sign in needs no verified account.
-      const { userId } = await auth.signUp({ email, password: PASSWORD, displayName: "Wes" });
-      const { tokens } = await auth.signIn({ email, password: PASSWORD });
+      const { userId, tokens } = await signUpAndSignIn(auth, {
+        email,
+        password: PASSWORD,
+        displayName: "Wes",
+      });
       await mesh.smtp.waitFor((m) => m.to.includes(email));
       const notify = gatewayClient(NotifyService, mesh.url, protocol, () => tokens?.accessToken);
       const ctl = new AbortController();

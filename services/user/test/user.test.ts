@@ -7,7 +7,15 @@ import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import {
+  failure,
+  gatewayClient,
+  type Mesh,
+  signUpAndSignIn,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+} from "@protomesh/testkit";
 import { connect } from "nats";
 
 const PASSWORD = "correct horse battery";
@@ -21,8 +29,11 @@ after(() => mesh?.stop());
 async function signedIn(displayName: string) {
   const auth = gatewayClient(AuthService, mesh.url, "connect-json");
   const email = uniqueEmail("user");
-  const { userId } = await auth.signUp({ email, password: PASSWORD, displayName });
-  const { tokens } = await auth.signIn({ email, password: PASSWORD });
+  const { userId, tokens } = await signUpAndSignIn(auth, {
+    email,
+    password: PASSWORD,
+    displayName: displayName,
+  });
   const token = tokens?.accessToken ?? "";
   return { userId, email, token, users: gatewayClient(UserService, mesh.url, "connect-json", () => token) };
 }

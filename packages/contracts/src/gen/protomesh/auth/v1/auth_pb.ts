@@ -2,8 +2,8 @@
 // @generated from file protomesh/auth/v1/auth.proto (package protomesh.auth.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/auth/v1/auth.proto.
  */
 export const file_protomesh_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chxwcm90b21lc2gvYXV0aC92MS9hdXRoLnByb3RvEhFwcm90b21lc2guYXV0aC52MSJoCg1TaWduVXBSZXF1ZXN0EhkKBWVtYWlsGAEgASgJQgq6SAdyBRj+AWABEhsKCHBhc3N3b3JkGAIgASgJQgm6SAZyBBAIKEgSHwoMZGlzcGxheV9uYW1lGAMgASgJQgm6SAZyBBABGEAiIQoOU2lnblVwUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCSJHCg1TaWduSW5SZXF1ZXN0EhkKBWVtYWlsGAEgASgJQgq6SAdyBRABGP4BEhsKCHBhc3N3b3JkGAIgASgJQgm6SAZyBBABKEgiOwoOU2lnbkluUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkucHJvdG9tZXNoLmF1dGgudjEuVG9rZW5zIrIBCgZUb2tlbnMSFAoMYWNjZXNzX3Rva2VuGAEgASgJEjwKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI9ChlyZWZyZXNoX3Rva2VuX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI4ChNSZWZyZXNoVG9rZW5SZXF1ZXN0EiEKDXJlZnJlc2hfdG9rZW4YASABKAlCCrpIB3IFEAEYgAIiQQoUUmVmcmVzaFRva2VuUmVzcG9uc2USKQoGdG9rZW5zGAEgASgLMhkucHJvdG9tZXNoLmF1dGgudjEuVG9rZW5zIjMKDlNpZ25PdXRSZXF1ZXN0EiEKDXJlZnJlc2hfdG9rZW4YASABKAlCCrpIB3IFEAEYgAIiEQoPU2lnbk91dFJlc3BvbnNlIjgKFFZhbGlkYXRlVG9rZW5SZXF1ZXN0EiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICJCChVWYWxpZGF0ZVRva2VuUmVzcG9uc2USKQoGY2xhaW1zGAEgASgLMhkucHJvdG9tZXNoLmF1dGgudjEuQ2xhaW1zItEBCgZDbGFpbXMSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg0KBXJvbGVzGAMgAygJEg4KBmlzc3VlchgEIAEoCRIQCghhdWRpZW5jZRgFIAEoCRIQCgh0b2tlbl9pZBgGIAEoCRIuCgppc3N1ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEAoOR2V0Sndrc1JlcXVlc3QiNwoPR2V0Sndrc1Jlc3BvbnNlEiQKBGtleXMYASADKAsyFi5wcm90b21lc2guYXV0aC52MS5Kd2siUQoDSndrEgsKA2t0eRgBIAEoCRILCgNjcnYYAiABKAkSCQoBeBgDIAEoCRILCgNraWQYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCTK+BAoLQXV0aFNlcnZpY2USUwoGU2lnblVwEiAucHJvdG9tZXNoLmF1dGgudjEuU2lnblVwUmVxdWVzdBohLnByb3RvbWVzaC5hdXRoLnYxLlNpZ25VcFJlc3BvbnNlIgTA8xgBElMKBlNpZ25JbhIgLnByb3RvbWVzaC5hdXRoLnYxLlNpZ25JblJlcXVlc3QaIS5wcm90b21lc2guYXV0aC52MS5TaWduSW5SZXNwb25zZSIEwPMYARJlCgxSZWZyZXNoVG9rZW4SJi5wcm90b21lc2guYXV0aC52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GicucHJvdG9tZXNoLmF1dGgudjEuUmVmcmVzaFRva2VuUmVzcG9uc2UiBMDzGAESVgoHU2lnbk91dBIhLnByb3RvbWVzaC5hdXRoLnYxLlNpZ25PdXRSZXF1ZXN0GiIucHJvdG9tZXNoLmF1dGgudjEuU2lnbk91dFJlc3BvbnNlIgTA8xgBEmsKDVZhbGlkYXRlVG9rZW4SJy5wcm90b21lc2guYXV0aC52MS5WYWxpZGF0ZVRva2VuUmVxdWVzdBooLnByb3RvbWVzaC5hdXRoLnYxLlZhbGlkYXRlVG9rZW5SZXNwb25zZSIHkAIBwPMYARJZCgdHZXRKd2tzEiEucHJvdG9tZXNoLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaIi5wcm90b21lc2guYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiB5ACAcDzGAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("Chxwcm90b21lc2gvYXV0aC92MS9hdXRoLnByb3RvEhFwcm90b21lc2guYXV0aC52MSJoCg1TaWduVXBSZXF1ZXN0EhkKBWVtYWlsGAEgASgJQgq6SAdyBRj+AWABEhsKCHBhc3N3b3JkGAIgASgJQgm6SAZyBBAIKEgSHwoMZGlzcGxheV9uYW1lGAMgASgJQgm6SAZyBBABGEAiEAoOU2lnblVwUmVzcG9uc2UiRwoNU2lnbkluUmVxdWVzdBIZCgVlbWFpbBgBIAEoCUIKukgHcgUQARj+ARIbCghwYXNzd29yZBgCIAEoCUIJukgGcgQQAShIIoEBCg5TaWduSW5SZXNwb25zZRIrCgZ0b2tlbnMYASABKAsyGS5wcm90b21lc2guYXV0aC52MS5Ub2tlbnNIABI4Cg1tZmFfY2hhbGxlbmdlGAIgASgLMh8ucHJvdG9tZXNoLmF1dGgudjEuTWZhQ2hhbGxlbmdlSABCCAoGcmVzdWx0IocBCgxNZmFDaGFsbGVuZ2USFwoPY2hhbGxlbmdlX3Rva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgdtZXRob2RzGAMgAygOMhwucHJvdG9tZXNoLmF1dGgudjEuTWZhTWV0aG9kIooBChBWZXJpZnlNZmFSZXF1ZXN0EiMKD2NoYWxsZW5nZV90b2tlbhgBIAEoCUIKukgHcgUQARiAAhI4CgZtZXRob2QYAiABKA4yHC5wcm90b21lc2guYXV0aC52MS5NZmFNZXRob2RCCrpIB4IBBBABIAASFwoEY29kZRgDIAEoCUIJukgGcgQQBhggIj4KEVZlcmlmeU1mYVJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLnByb3RvbWVzaC5hdXRoLnYxLlRva2VucyJMChBFbmFibGVNZmFSZXF1ZXN0EjgKBm1ldGhvZBgBIAEoDjIcLnByb3RvbWVzaC5hdXRoLnYxLk1mYU1ldGhvZEIKukgHggEEGAEYAiI9ChFFbmFibGVNZmFSZXNwb25zZRITCgt0b3RwX3NlY3JldBgBIAEoCRITCgtvdHBhdXRoX3VyaRgCIAEoCSJuChFDb25maXJtTWZhUmVxdWVzdBI4CgZtZXRob2QYASABKA4yHC5wcm90b21lc2guYXV0aC52MS5NZmFNZXRob2RCCrpIB4IBBBgBGAISHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQiLAoSQ29uZmlybU1mYVJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIhQKElNlbmRNZmFDb2RlUmVxdWVzdCIVChNTZW5kTWZhQ29kZVJlc3BvbnNlIsIBChFEaXNhYmxlTWZhUmVxdWVzdBI4CgZtZXRob2QYASABKA4yHC5wcm90b21lc2guYXV0aC52MS5NZmFNZXRob2RCCrpIB4IBBBgBGAISGwoIcGFzc3dvcmQYAiABKAlCCbpIBnIEEAEoSBI9Cgtjb2RlX21ldGhvZBgDIAEoDjIcLnByb3RvbWVzaC5hdXRoLnYxLk1mYU1ldGhvZEIKukgHggEEEAEgABIXCgRjb2RlGAQgASgJQgm6SAZyBBAGGCAiFAoSRGlzYWJsZU1mYVJlc3BvbnNlIjUKElZlcmlmeUVtYWlsUmVxdWVzdBIfCgRjb2RlGAEgASgJQhG6SA5yDDIKXlswLTldezZ9JCIVChNWZXJpZnlFbWFpbFJlc3BvbnNlIhsKGVJlc2VuZFZlcmlmaWNhdGlvblJlcXVlc3QiHAoaUmVzZW5kVmVyaWZpY2F0aW9uUmVzcG9uc2UiGgoYU2lnbk91dEV2ZXJ5d2hlcmVSZXF1ZXN0IhsKGVNpZ25PdXRFdmVyeXdoZXJlUmVzcG9uc2UiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJEChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIsCghzZXNzaW9ucxgBIAMoCzIaLnByb3RvbWVzaC5hdXRoLnYxLlNlc3Npb24ipwEKB1Nlc3Npb24SCgoCaWQYASABKAkSDgoGZGV2aWNlGAIgASgJEgoKAmlwGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3VzZWRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY3VycmVudBgGIAEoCCI0ChRSZXZva2VTZXNzaW9uUmVxdWVzdBIcCgpzZXNzaW9uX2lkGAEgASgJQgi6SAVyA7ABASIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiWQoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0Eh8KDG9sZF9wYXNzd29yZBgBIAEoCUIJukgGcgQQAShIEh8KDG5ld19wYXNzd29yZBgCIAEoCUIJukgGcgQQCChIIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiOAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0EhkKBWVtYWlsGAEgASgJQgq6SAdyBRj+AWABIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UicwoUUmVzZXRQYXNzd29yZFJlcXVlc3QSGQoFZW1haWwYASABKAlCCrpIB3IFGP4BYAESHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQSHwoMbmV3X3Bhc3N3b3JkGAMgASgJQgm6SAZyBBAIKEgiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIocBChREZWxldGVBY2NvdW50UmVxdWVzdBIbCghwYXNzd29yZBgBIAEoCUIJukgGcgQQAShIEjsKC2NvZGVfbWV0aG9kGAIgASgOMhwucHJvdG9tZXNoLmF1dGgudjEuTWZhTWV0aG9kQgi6SAWCAQIQARIVCgRjb2RlGAMgASgJQge6SARyAhggIhcKFURlbGV0ZUFjY291bnRSZXNwb25zZSKyAQoGVG9rZW5zEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOAoTUmVmcmVzaFRva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgq6SAdyBRABGIACIkEKFFJlZnJlc2hUb2tlblJlc3BvbnNlEikKBnRva2VucxgBIAEoCzIZLnByb3RvbWVzaC5hdXRoLnYxLlRva2VucyIzCg5TaWduT3V0UmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgq6SAdyBRABGIACIhEKD1NpZ25PdXRSZXNwb25zZSI4ChRWYWxpZGF0ZVRva2VuUmVxdWVzdBIgCgxhY2Nlc3NfdG9rZW4YASABKAlCCrpIB3IFEAEYgCAiQgoVVmFsaWRhdGVUb2tlblJlc3BvbnNlEikKBmNsYWltcxgBIAEoCzIZLnByb3RvbWVzaC5hdXRoLnYxLkNsYWltcyLpAQoGQ2xhaW1zEg8KB3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRINCgVyb2xlcxgDIAMoCRIOCgZpc3N1ZXIYBCABKAkSEAoIYXVkaWVuY2UYBSABKAkSEAoIdG9rZW5faWQYBiABKAkSLgoKaXNzdWVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVtYWlsX3ZlcmlmaWVkGAkgASgIIhAKDkdldEp3a3NSZXF1ZXN0IjcKD0dldEp3a3NSZXNwb25zZRIkCgRrZXlzGAEgAygLMhYucHJvdG9tZXNoLmF1dGgudjEuSndrIlEKA0p3axILCgNrdHkYASABKAkSCwoDY3J2GAIgASgJEgkKAXgYAyABKAkSCwoDa2lkGAQgASgJEgsKA2FsZxgFIAEoCRILCgN1c2UYBiABKAkqcAoJTWZhTWV0aG9kEhoKFk1GQV9NRVRIT0RfVU5TUEVDSUZJRUQQABIUChBNRkFfTUVUSE9EX0VNQUlMEAESEwoPTUZBX01FVEhPRF9UT1RQEAISHAoYTUZBX01FVEhPRF9SRUNPVkVSWV9DT0RFEAMyhxAKC0F1dGhTZXJ2aWNlElMKBlNpZ25VcBIgLnByb3RvbWVzaC5hdXRoLnYxLlNpZ25VcFJlcXVlc3QaIS5wcm90b21lc2guYXV0aC52MS5TaWduVXBSZXNwb25zZSIEwPMYARJiCgtWZXJpZnlFbWFpbBIlLnByb3RvbWVzaC5hdXRoLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBomLnByb3RvbWVzaC5hdXRoLnYxLlZlcmlmeUVtYWlsUmVzcG9uc2UiBMDzGAISdwoSUmVzZW5kVmVyaWZpY2F0aW9uEiwucHJvdG9tZXNoLmF1dGgudjEuUmVzZW5kVmVyaWZpY2F0aW9uUmVxdWVzdBotLnByb3RvbWVzaC5hdXRoLnYxLlJlc2VuZFZlcmlmaWNhdGlvblJlc3BvbnNlIgTA8xgCElMKBlNpZ25JbhIgLnByb3RvbWVzaC5hdXRoLnYxLlNpZ25JblJlcXVlc3QaIS5wcm90b21lc2guYXV0aC52MS5TaWduSW5SZXNwb25zZSIEwPMYARJcCglWZXJpZnlNZmESIy5wcm90b21lc2guYXV0aC52MS5WZXJpZnlNZmFSZXF1ZXN0GiQucHJvdG9tZXNoLmF1dGgudjEuVmVyaWZ5TWZhUmVzcG9uc2UiBMDzGAESXAoJRW5hYmxlTWZhEiMucHJvdG9tZXNoLmF1dGgudjEuRW5hYmxlTWZhUmVxdWVzdBokLnByb3RvbWVzaC5hdXRoLnYxLkVuYWJsZU1mYVJlc3BvbnNlIgTA8xgCEl8KCkNvbmZpcm1NZmESJC5wcm90b21lc2guYXV0aC52MS5Db25maXJtTWZhUmVxdWVzdBolLnByb3RvbWVzaC5hdXRoLnYxLkNvbmZpcm1NZmFSZXNwb25zZSIEwPMYAhJiCgtTZW5kTWZhQ29kZRIlLnByb3RvbWVzaC5hdXRoLnYxLlNlbmRNZmFDb2RlUmVxdWVzdBomLnByb3RvbWVzaC5hdXRoLnYxLlNlbmRNZmFDb2RlUmVzcG9uc2UiBMDzGAISXwoKRGlzYWJsZU1mYRIkLnByb3RvbWVzaC5hdXRoLnYxLkRpc2FibGVNZmFSZXF1ZXN0GiUucHJvdG9tZXNoLmF1dGgudjEuRGlzYWJsZU1mYVJlc3BvbnNlIgTA8xgCEmUKDFJlZnJlc2hUb2tlbhImLnByb3RvbWVzaC5hdXRoLnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaJy5wcm90b21lc2guYXV0aC52MS5SZWZyZXNoVG9rZW5SZXNwb25zZSIEwPMYARJWCgdTaWduT3V0EiEucHJvdG9tZXNoLmF1dGgudjEuU2lnbk91dFJlcXVlc3QaIi5wcm90b21lc2guYXV0aC52MS5TaWduT3V0UmVzcG9uc2UiBMDzGAESdAoRU2lnbk91dEV2ZXJ5d2hlcmUSKy5wcm90b21lc2guYXV0aC52MS5TaWduT3V0RXZlcnl3aGVyZVJlcXVlc3QaLC5wcm90b21lc2guYXV0aC52MS5TaWduT3V0RXZlcnl3aGVyZVJlc3BvbnNlIgTA8xgCEmgKDExpc3RTZXNzaW9ucxImLnByb3RvbWVzaC5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJy5wcm90b21lc2guYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIHkAIBwPMYAhJoCg1SZXZva2VTZXNzaW9uEicucHJvdG9tZXNoLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaKC5wcm90b21lc2guYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiBMDzGAISawoOQ2hhbmdlUGFzc3dvcmQSKC5wcm90b21lc2guYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKS5wcm90b21lc2guYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIgTA8xgCEn0KFFJlcXVlc3RQYXNzd29yZFJlc2V0Ei4ucHJvdG9tZXNoLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Gi8ucHJvdG9tZXNoLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSIEwPMYARJoCg1SZXNldFBhc3N3b3JkEicucHJvdG9tZXNoLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaKC5wcm90b21lc2guYXV0aC52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2UiBMDzGAESaAoNRGVsZXRlQWNjb3VudBInLnByb3RvbWVzaC5hdXRoLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GigucHJvdG9tZXNoLmF1dGgudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlIgTA8xgCEmsKDVZhbGlkYXRlVG9rZW4SJy5wcm90b21lc2guYXV0aC52MS5WYWxpZGF0ZVRva2VuUmVxdWVzdBooLnByb3RvbWVzaC5hdXRoLnYxLlZhbGlkYXRlVG9rZW5SZXNwb25zZSIHkAIBwPMYARJZCgdHZXRKd2tzEiEucHJvdG9tZXNoLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaIi5wcm90b21lc2guYXV0aC52MS5HZXRKd2tzUmVzcG9uc2UiB5ACAcDzGAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * @generated from message protomesh.auth.v1.SignUpRequest
@@ -26,7 +26,8 @@ export type SignUpRequest = Message<"protomesh.auth.v1.SignUpRequest"> & {
   email: string;
 
   /**
-   * 8 characters to 72 bytes (bcrypt's limit: longer passwords are refused, never truncated).
+   * 8 characters to 72 bytes (bcrypt's limit: longer passwords are refused, never truncated),
+   * NFC-normalised before hashing; common passwords and the email itself are refused.
    *
    * @generated from field: string password = 2;
    */
@@ -46,13 +47,11 @@ export const SignUpRequestSchema: GenMessage<SignUpRequest> = /*@__PURE__*/
   messageDesc(file_protomesh_auth_v1_auth, 0);
 
 /**
+ * The same answer whether or not the email already had an account: check your email.
+ *
  * @generated from message protomesh.auth.v1.SignUpResponse
  */
 export type SignUpResponse = Message<"protomesh.auth.v1.SignUpResponse"> & {
-  /**
-   * @generated from field: string user_id = 1;
-   */
-  userId: string;
 };
 
 /**
@@ -89,9 +88,25 @@ export const SignInRequestSchema: GenMessage<SignInRequest> = /*@__PURE__*/
  */
 export type SignInResponse = Message<"protomesh.auth.v1.SignInResponse"> & {
   /**
-   * @generated from field: protomesh.auth.v1.Tokens tokens = 1;
+   * @generated from oneof protomesh.auth.v1.SignInResponse.result
    */
-  tokens?: Tokens | undefined;
+  result: {
+    /**
+     * The account has no second factor: signed in.
+     *
+     * @generated from field: protomesh.auth.v1.Tokens tokens = 1;
+     */
+    value: Tokens;
+    case: "tokens";
+  } | {
+    /**
+     * The account has a second factor: finish with VerifyMfa.
+     *
+     * @generated from field: protomesh.auth.v1.MfaChallenge mfa_challenge = 2;
+     */
+    value: MfaChallenge;
+    case: "mfaChallenge";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -100,6 +115,585 @@ export type SignInResponse = Message<"protomesh.auth.v1.SignInResponse"> & {
  */
 export const SignInResponseSchema: GenMessage<SignInResponse> = /*@__PURE__*/
   messageDesc(file_protomesh_auth_v1_auth, 3);
+
+/**
+ * MfaChallenge is half a sign-in: the password was right, the second factor is owed.
+ *
+ * @generated from message protomesh.auth.v1.MfaChallenge
+ */
+export type MfaChallenge = Message<"protomesh.auth.v1.MfaChallenge"> & {
+  /**
+   * Opaque, single-use; pass it to VerifyMfa.
+   *
+   * @generated from field: string challenge_token = 1;
+   */
+  challengeToken: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The factors the account has on (recovery codes always work when any is on).
+   *
+   * @generated from field: repeated protomesh.auth.v1.MfaMethod methods = 3;
+   */
+  methods: MfaMethod[];
+};
+
+/**
+ * Describes the message protomesh.auth.v1.MfaChallenge.
+ * Use `create(MfaChallengeSchema)` to create a new message.
+ */
+export const MfaChallengeSchema: GenMessage<MfaChallenge> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 4);
+
+/**
+ * @generated from message protomesh.auth.v1.VerifyMfaRequest
+ */
+export type VerifyMfaRequest = Message<"protomesh.auth.v1.VerifyMfaRequest"> & {
+  /**
+   * @generated from field: string challenge_token = 1;
+   */
+  challengeToken: string;
+
+  /**
+   * @generated from field: protomesh.auth.v1.MfaMethod method = 2;
+   */
+  method: MfaMethod;
+
+  /**
+   * 6 digits for EMAIL and TOTP; a recovery code as shown (e.g. 4f9k-2m7x-q8td).
+   *
+   * @generated from field: string code = 3;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.VerifyMfaRequest.
+ * Use `create(VerifyMfaRequestSchema)` to create a new message.
+ */
+export const VerifyMfaRequestSchema: GenMessage<VerifyMfaRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 5);
+
+/**
+ * @generated from message protomesh.auth.v1.VerifyMfaResponse
+ */
+export type VerifyMfaResponse = Message<"protomesh.auth.v1.VerifyMfaResponse"> & {
+  /**
+   * @generated from field: protomesh.auth.v1.Tokens tokens = 1;
+   */
+  tokens?: Tokens | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.VerifyMfaResponse.
+ * Use `create(VerifyMfaResponseSchema)` to create a new message.
+ */
+export const VerifyMfaResponseSchema: GenMessage<VerifyMfaResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 6);
+
+/**
+ * @generated from message protomesh.auth.v1.EnableMfaRequest
+ */
+export type EnableMfaRequest = Message<"protomesh.auth.v1.EnableMfaRequest"> & {
+  /**
+   * @generated from field: protomesh.auth.v1.MfaMethod method = 1;
+   */
+  method: MfaMethod;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.EnableMfaRequest.
+ * Use `create(EnableMfaRequestSchema)` to create a new message.
+ */
+export const EnableMfaRequestSchema: GenMessage<EnableMfaRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 7);
+
+/**
+ * @generated from message protomesh.auth.v1.EnableMfaResponse
+ */
+export type EnableMfaResponse = Message<"protomesh.auth.v1.EnableMfaResponse"> & {
+  /**
+   * MFA_METHOD_TOTP only: the base32 secret and the otpauth://totp/... URI to show as a QR code.
+   *
+   * @generated from field: string totp_secret = 1;
+   */
+  totpSecret: string;
+
+  /**
+   * @generated from field: string otpauth_uri = 2;
+   */
+  otpauthUri: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.EnableMfaResponse.
+ * Use `create(EnableMfaResponseSchema)` to create a new message.
+ */
+export const EnableMfaResponseSchema: GenMessage<EnableMfaResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 8);
+
+/**
+ * @generated from message protomesh.auth.v1.ConfirmMfaRequest
+ */
+export type ConfirmMfaRequest = Message<"protomesh.auth.v1.ConfirmMfaRequest"> & {
+  /**
+   * @generated from field: protomesh.auth.v1.MfaMethod method = 1;
+   */
+  method: MfaMethod;
+
+  /**
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ConfirmMfaRequest.
+ * Use `create(ConfirmMfaRequestSchema)` to create a new message.
+ */
+export const ConfirmMfaRequestSchema: GenMessage<ConfirmMfaRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 9);
+
+/**
+ * @generated from message protomesh.auth.v1.ConfirmMfaResponse
+ */
+export type ConfirmMfaResponse = Message<"protomesh.auth.v1.ConfirmMfaResponse"> & {
+  /**
+   * Only when this was the first factor turned on: keep them somewhere safe; each works once.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ConfirmMfaResponse.
+ * Use `create(ConfirmMfaResponseSchema)` to create a new message.
+ */
+export const ConfirmMfaResponseSchema: GenMessage<ConfirmMfaResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 10);
+
+/**
+ * @generated from message protomesh.auth.v1.SendMfaCodeRequest
+ */
+export type SendMfaCodeRequest = Message<"protomesh.auth.v1.SendMfaCodeRequest"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SendMfaCodeRequest.
+ * Use `create(SendMfaCodeRequestSchema)` to create a new message.
+ */
+export const SendMfaCodeRequestSchema: GenMessage<SendMfaCodeRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 11);
+
+/**
+ * @generated from message protomesh.auth.v1.SendMfaCodeResponse
+ */
+export type SendMfaCodeResponse = Message<"protomesh.auth.v1.SendMfaCodeResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SendMfaCodeResponse.
+ * Use `create(SendMfaCodeResponseSchema)` to create a new message.
+ */
+export const SendMfaCodeResponseSchema: GenMessage<SendMfaCodeResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 12);
+
+/**
+ * @generated from message protomesh.auth.v1.DisableMfaRequest
+ */
+export type DisableMfaRequest = Message<"protomesh.auth.v1.DisableMfaRequest"> & {
+  /**
+   * @generated from field: protomesh.auth.v1.MfaMethod method = 1;
+   */
+  method: MfaMethod;
+
+  /**
+   * @generated from field: string password = 2;
+   */
+  password: string;
+
+  /**
+   * A current code of a factor that is on.
+   *
+   * @generated from field: protomesh.auth.v1.MfaMethod code_method = 3;
+   */
+  codeMethod: MfaMethod;
+
+  /**
+   * @generated from field: string code = 4;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.DisableMfaRequest.
+ * Use `create(DisableMfaRequestSchema)` to create a new message.
+ */
+export const DisableMfaRequestSchema: GenMessage<DisableMfaRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 13);
+
+/**
+ * @generated from message protomesh.auth.v1.DisableMfaResponse
+ */
+export type DisableMfaResponse = Message<"protomesh.auth.v1.DisableMfaResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.DisableMfaResponse.
+ * Use `create(DisableMfaResponseSchema)` to create a new message.
+ */
+export const DisableMfaResponseSchema: GenMessage<DisableMfaResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 14);
+
+/**
+ * @generated from message protomesh.auth.v1.VerifyEmailRequest
+ */
+export type VerifyEmailRequest = Message<"protomesh.auth.v1.VerifyEmailRequest"> & {
+  /**
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.VerifyEmailRequest.
+ * Use `create(VerifyEmailRequestSchema)` to create a new message.
+ */
+export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 15);
+
+/**
+ * @generated from message protomesh.auth.v1.VerifyEmailResponse
+ */
+export type VerifyEmailResponse = Message<"protomesh.auth.v1.VerifyEmailResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.VerifyEmailResponse.
+ * Use `create(VerifyEmailResponseSchema)` to create a new message.
+ */
+export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 16);
+
+/**
+ * @generated from message protomesh.auth.v1.ResendVerificationRequest
+ */
+export type ResendVerificationRequest = Message<"protomesh.auth.v1.ResendVerificationRequest"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ResendVerificationRequest.
+ * Use `create(ResendVerificationRequestSchema)` to create a new message.
+ */
+export const ResendVerificationRequestSchema: GenMessage<ResendVerificationRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 17);
+
+/**
+ * @generated from message protomesh.auth.v1.ResendVerificationResponse
+ */
+export type ResendVerificationResponse = Message<"protomesh.auth.v1.ResendVerificationResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ResendVerificationResponse.
+ * Use `create(ResendVerificationResponseSchema)` to create a new message.
+ */
+export const ResendVerificationResponseSchema: GenMessage<ResendVerificationResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 18);
+
+/**
+ * @generated from message protomesh.auth.v1.SignOutEverywhereRequest
+ */
+export type SignOutEverywhereRequest = Message<"protomesh.auth.v1.SignOutEverywhereRequest"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SignOutEverywhereRequest.
+ * Use `create(SignOutEverywhereRequestSchema)` to create a new message.
+ */
+export const SignOutEverywhereRequestSchema: GenMessage<SignOutEverywhereRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 19);
+
+/**
+ * @generated from message protomesh.auth.v1.SignOutEverywhereResponse
+ */
+export type SignOutEverywhereResponse = Message<"protomesh.auth.v1.SignOutEverywhereResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SignOutEverywhereResponse.
+ * Use `create(SignOutEverywhereResponseSchema)` to create a new message.
+ */
+export const SignOutEverywhereResponseSchema: GenMessage<SignOutEverywhereResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 20);
+
+/**
+ * @generated from message protomesh.auth.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"protomesh.auth.v1.ListSessionsRequest"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 21);
+
+/**
+ * @generated from message protomesh.auth.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"protomesh.auth.v1.ListSessionsResponse"> & {
+  /**
+   * @generated from field: repeated protomesh.auth.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 22);
+
+/**
+ * Session is one signed-in device.
+ *
+ * @generated from message protomesh.auth.v1.Session
+ */
+export type Session = Message<"protomesh.auth.v1.Session"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * From the user agent at sign-in, e.g. "Firefox on Linux"; "unknown device" without one.
+   *
+   * @generated from field: string device = 2;
+   */
+  device: string;
+
+  /**
+   * The client address at sign-in.
+   *
+   * @generated from field: string ip = 3;
+   */
+  ip: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_used_time = 5;
+   */
+  lastUsedTime?: Timestamp | undefined;
+
+  /**
+   * The session the call was made with.
+   *
+   * @generated from field: bool current = 6;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 23);
+
+/**
+ * @generated from message protomesh.auth.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"protomesh.auth.v1.RevokeSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 24);
+
+/**
+ * @generated from message protomesh.auth.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"protomesh.auth.v1.RevokeSessionResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 25);
+
+/**
+ * @generated from message protomesh.auth.v1.ChangePasswordRequest
+ */
+export type ChangePasswordRequest = Message<"protomesh.auth.v1.ChangePasswordRequest"> & {
+  /**
+   * @generated from field: string old_password = 1;
+   */
+  oldPassword: string;
+
+  /**
+   * 8 characters to 72 bytes (bcrypt's limit: longer passwords are refused, never truncated),
+   * NFC-normalised before hashing; common passwords and the email itself are refused.
+   *
+   * @generated from field: string new_password = 2;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ChangePasswordRequest.
+ * Use `create(ChangePasswordRequestSchema)` to create a new message.
+ */
+export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 26);
+
+/**
+ * @generated from message protomesh.auth.v1.ChangePasswordResponse
+ */
+export type ChangePasswordResponse = Message<"protomesh.auth.v1.ChangePasswordResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ChangePasswordResponse.
+ * Use `create(ChangePasswordResponseSchema)` to create a new message.
+ */
+export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 27);
+
+/**
+ * @generated from message protomesh.auth.v1.RequestPasswordResetRequest
+ */
+export type RequestPasswordResetRequest = Message<"protomesh.auth.v1.RequestPasswordResetRequest"> & {
+  /**
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.RequestPasswordResetRequest.
+ * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
+ */
+export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 28);
+
+/**
+ * @generated from message protomesh.auth.v1.RequestPasswordResetResponse
+ */
+export type RequestPasswordResetResponse = Message<"protomesh.auth.v1.RequestPasswordResetResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.RequestPasswordResetResponse.
+ * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
+ */
+export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 29);
+
+/**
+ * @generated from message protomesh.auth.v1.ResetPasswordRequest
+ */
+export type ResetPasswordRequest = Message<"protomesh.auth.v1.ResetPasswordRequest"> & {
+  /**
+   * @generated from field: string email = 1;
+   */
+  email: string;
+
+  /**
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * 8 characters to 72 bytes (bcrypt's limit: longer passwords are refused, never truncated),
+   * NFC-normalised before hashing; common passwords and the email itself are refused.
+   *
+   * @generated from field: string new_password = 3;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ResetPasswordRequest.
+ * Use `create(ResetPasswordRequestSchema)` to create a new message.
+ */
+export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 30);
+
+/**
+ * @generated from message protomesh.auth.v1.ResetPasswordResponse
+ */
+export type ResetPasswordResponse = Message<"protomesh.auth.v1.ResetPasswordResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.ResetPasswordResponse.
+ * Use `create(ResetPasswordResponseSchema)` to create a new message.
+ */
+export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 31);
+
+/**
+ * @generated from message protomesh.auth.v1.DeleteAccountRequest
+ */
+export type DeleteAccountRequest = Message<"protomesh.auth.v1.DeleteAccountRequest"> & {
+  /**
+   * @generated from field: string password = 1;
+   */
+  password: string;
+
+  /**
+   * Required when MFA is on: a current code of a factor that is on.
+   *
+   * @generated from field: protomesh.auth.v1.MfaMethod code_method = 2;
+   */
+  codeMethod: MfaMethod;
+
+  /**
+   * @generated from field: string code = 3;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.DeleteAccountRequest.
+ * Use `create(DeleteAccountRequestSchema)` to create a new message.
+ */
+export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 32);
+
+/**
+ * @generated from message protomesh.auth.v1.DeleteAccountResponse
+ */
+export type DeleteAccountResponse = Message<"protomesh.auth.v1.DeleteAccountResponse"> & {
+};
+
+/**
+ * Describes the message protomesh.auth.v1.DeleteAccountResponse.
+ * Use `create(DeleteAccountResponseSchema)` to create a new message.
+ */
+export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_auth, 33);
 
 /**
  * Tokens is what a successful sign-in or refresh returns.
@@ -137,7 +731,7 @@ export type Tokens = Message<"protomesh.auth.v1.Tokens"> & {
  * Use `create(TokensSchema)` to create a new message.
  */
 export const TokensSchema: GenMessage<Tokens> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 4);
+  messageDesc(file_protomesh_auth_v1_auth, 34);
 
 /**
  * @generated from message protomesh.auth.v1.RefreshTokenRequest
@@ -154,7 +748,7 @@ export type RefreshTokenRequest = Message<"protomesh.auth.v1.RefreshTokenRequest
  * Use `create(RefreshTokenRequestSchema)` to create a new message.
  */
 export const RefreshTokenRequestSchema: GenMessage<RefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 5);
+  messageDesc(file_protomesh_auth_v1_auth, 35);
 
 /**
  * @generated from message protomesh.auth.v1.RefreshTokenResponse
@@ -171,7 +765,7 @@ export type RefreshTokenResponse = Message<"protomesh.auth.v1.RefreshTokenRespon
  * Use `create(RefreshTokenResponseSchema)` to create a new message.
  */
 export const RefreshTokenResponseSchema: GenMessage<RefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 6);
+  messageDesc(file_protomesh_auth_v1_auth, 36);
 
 /**
  * @generated from message protomesh.auth.v1.SignOutRequest
@@ -188,7 +782,7 @@ export type SignOutRequest = Message<"protomesh.auth.v1.SignOutRequest"> & {
  * Use `create(SignOutRequestSchema)` to create a new message.
  */
 export const SignOutRequestSchema: GenMessage<SignOutRequest> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 7);
+  messageDesc(file_protomesh_auth_v1_auth, 37);
 
 /**
  * @generated from message protomesh.auth.v1.SignOutResponse
@@ -201,7 +795,7 @@ export type SignOutResponse = Message<"protomesh.auth.v1.SignOutResponse"> & {
  * Use `create(SignOutResponseSchema)` to create a new message.
  */
 export const SignOutResponseSchema: GenMessage<SignOutResponse> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 8);
+  messageDesc(file_protomesh_auth_v1_auth, 38);
 
 /**
  * @generated from message protomesh.auth.v1.ValidateTokenRequest
@@ -218,7 +812,7 @@ export type ValidateTokenRequest = Message<"protomesh.auth.v1.ValidateTokenReque
  * Use `create(ValidateTokenRequestSchema)` to create a new message.
  */
 export const ValidateTokenRequestSchema: GenMessage<ValidateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 9);
+  messageDesc(file_protomesh_auth_v1_auth, 39);
 
 /**
  * @generated from message protomesh.auth.v1.ValidateTokenResponse
@@ -235,7 +829,7 @@ export type ValidateTokenResponse = Message<"protomesh.auth.v1.ValidateTokenResp
  * Use `create(ValidateTokenResponseSchema)` to create a new message.
  */
 export const ValidateTokenResponseSchema: GenMessage<ValidateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 10);
+  messageDesc(file_protomesh_auth_v1_auth, 40);
 
 /**
  * Claims are the verified contents of an access token.
@@ -282,6 +876,11 @@ export type Claims = Message<"protomesh.auth.v1.Claims"> & {
    * @generated from field: google.protobuf.Timestamp expire_time = 8;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool email_verified = 9;
+   */
+  emailVerified: boolean;
 };
 
 /**
@@ -289,7 +888,7 @@ export type Claims = Message<"protomesh.auth.v1.Claims"> & {
  * Use `create(ClaimsSchema)` to create a new message.
  */
 export const ClaimsSchema: GenMessage<Claims> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 11);
+  messageDesc(file_protomesh_auth_v1_auth, 41);
 
 /**
  * @generated from message protomesh.auth.v1.GetJwksRequest
@@ -302,7 +901,7 @@ export type GetJwksRequest = Message<"protomesh.auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 12);
+  messageDesc(file_protomesh_auth_v1_auth, 42);
 
 /**
  * @generated from message protomesh.auth.v1.GetJwksResponse
@@ -319,7 +918,7 @@ export type GetJwksResponse = Message<"protomesh.auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 13);
+  messageDesc(file_protomesh_auth_v1_auth, 43);
 
 /**
  * Jwk is a public key in JSON Web Key form (RFC 7517); field names match the JWK members.
@@ -363,23 +962,71 @@ export type Jwk = Message<"protomesh.auth.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_protomesh_auth_v1_auth, 14);
+  messageDesc(file_protomesh_auth_v1_auth, 44);
 
 /**
- * AuthService owns credentials, sessions and the keys that sign access tokens.
+ * MfaMethod is a kind of second factor.
+ *
+ * @generated from enum protomesh.auth.v1.MfaMethod
+ */
+export enum MfaMethod {
+  /**
+   * @generated from enum value: MFA_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A code emailed to the verified address.
+   *
+   * @generated from enum value: MFA_METHOD_EMAIL = 1;
+   */
+  EMAIL = 1,
+
+  /**
+   * A code from an authenticator app (RFC 6238: SHA-1, 6 digits, 30 s).
+   *
+   * @generated from enum value: MFA_METHOD_TOTP = 2;
+   */
+  TOTP = 2,
+
+  /**
+   * One of the account's one-time recovery codes.
+   *
+   * @generated from enum value: MFA_METHOD_RECOVERY_CODE = 3;
+   */
+  RECOVERY_CODE = 3,
+}
+
+/**
+ * Describes the enum protomesh.auth.v1.MfaMethod.
+ */
+export const MfaMethodSchema: GenEnum<MfaMethod> = /*@__PURE__*/
+  enumDesc(file_protomesh_auth_v1_auth, 0);
+
+/**
+ * AuthService owns credentials, sessions, second factors and the keys that sign access tokens.
  *
  * Access tokens are JWTs (EdDSA, `typ: at+jwt`) that live 15 minutes and carry iss, aud, sub
- * (the user id), sid (the session id), jti, iat, exp and roles. Refresh tokens are opaque,
- * single-use and rotate on every refresh.
+ * (the user id), sid (the session id), jti, iat, exp, roles and email_verified. Roles are owned
+ * by UserService and read at sign-in and at every refresh: a role change takes effect at the
+ * next refresh. Refresh tokens are opaque, single-use and rotate on every refresh.
+ *
+ * Enumeration: SignUp, SignIn, RequestPasswordReset and ResendVerification give the same status,
+ * body and similar timing whether or not an account exists for the email.
+ *
+ * Unverified accounts (email not yet confirmed with the emailed code) may sign in and manage
+ * their own account; their tokens carry `email_verified: false`, and methods that reach other
+ * people (MFA by email, later orders and chat) refuse them with FAILED_PRECONDITION.
  *
  * @generated from service protomesh.auth.v1.AuthService
  */
 export const AuthService: GenService<{
   /**
-   * SignUp creates an account: the profile in UserService and the password here.
-   * PUBLIC. Errors: INVALID_ARGUMENT (bad email, display name or password: 8 characters to
-   * 72 bytes), ALREADY_EXISTS (the email has an account), UNAVAILABLE (try again: a retry
-   * with the same email completes the same sign-up).
+   * SignUp creates an account and emails a verification code to the address. If the email
+   * already has an account, nothing is created and its owner gets an email saying someone tried
+   * to sign up: the answer is the same either way.
+   * PUBLIC. Errors: INVALID_ARGUMENT (bad email or display name; a password that is too short,
+   * over 72 bytes, common, or contains the email), UNAVAILABLE (try again).
    *
    * @generated from rpc protomesh.auth.v1.AuthService.SignUp
    */
@@ -389,9 +1036,37 @@ export const AuthService: GenService<{
     output: typeof SignUpResponseSchema;
   },
   /**
-   * SignIn exchanges an email and password for tokens and starts a session.
-   * PUBLIC. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (the same answer whether the email is
-   * unknown or the password is wrong).
+   * VerifyEmail confirms the caller's email address with the code SignUp sent. Verifying an
+   * address that is already verified succeeds. The welcome email follows.
+   * USER. Errors: INVALID_ARGUMENT (wrong or expired code), RESOURCE_EXHAUSTED (too many wrong
+   * codes; a google.rpc.RetryInfo detail says when to try again), UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.VerifyEmail
+   */
+  verifyEmail: {
+    methodKind: "unary";
+    input: typeof VerifyEmailRequestSchema;
+    output: typeof VerifyEmailResponseSchema;
+  },
+  /**
+   * ResendVerification emails a new verification code (the previous one stops working).
+   * USER. Errors: FAILED_PRECONDITION (already verified), RESOURCE_EXHAUSTED (asked too soon,
+   * with google.rpc.RetryInfo), UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.ResendVerification
+   */
+  resendVerification: {
+    methodKind: "unary";
+    input: typeof ResendVerificationRequestSchema;
+    output: typeof ResendVerificationResponseSchema;
+  },
+  /**
+   * SignIn exchanges an email and password for tokens, or for an MFA challenge when the account
+   * has a second factor (then finish with VerifyMfa; with email MFA the code is sent now).
+   * Repeated failures lock the account for a while; during a lockout even the right password
+   * gets the same answer as a wrong one.
+   * PUBLIC. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (the same answer for an unknown email, a
+   * wrong password and a locked account), RESOURCE_EXHAUSTED (too many attempts right now).
    *
    * @generated from rpc protomesh.auth.v1.AuthService.SignIn
    */
@@ -401,8 +1076,74 @@ export const AuthService: GenService<{
     output: typeof SignInResponseSchema;
   },
   /**
-   * RefreshToken exchanges a refresh token for new tokens. Every refresh token works once:
-   * presenting one that was already used revokes its whole session (theft detection).
+   * VerifyMfa completes a sign-in that returned an MFA challenge, with a code from the chosen
+   * method: the emailed code, an authenticator app's code, or a recovery code (each works once).
+   * PUBLIC (the challenge is the credential). Errors: INVALID_ARGUMENT, UNAUTHENTICATED (wrong
+   * code, or an unknown, expired or used challenge), RESOURCE_EXHAUSTED (too many wrong codes).
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.VerifyMfa
+   */
+  verifyMfa: {
+    methodKind: "unary";
+    input: typeof VerifyMfaRequestSchema;
+    output: typeof VerifyMfaResponseSchema;
+  },
+  /**
+   * EnableMfa starts turning on a second factor. For MFA_METHOD_TOTP it returns a new secret and
+   * its otpauth:// URI for an authenticator app; for MFA_METHOD_EMAIL it emails a code. Nothing
+   * changes until ConfirmMfa.
+   * USER. Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (email not verified, or the method is
+   * already on), RESOURCE_EXHAUSTED, UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.EnableMfa
+   */
+  enableMfa: {
+    methodKind: "unary";
+    input: typeof EnableMfaRequestSchema;
+    output: typeof EnableMfaResponseSchema;
+  },
+  /**
+   * ConfirmMfa turns the method on with a code from it. When this is the account's first factor
+   * it returns ten one-time recovery codes, shown only this once.
+   * USER. Errors: INVALID_ARGUMENT (wrong code), FAILED_PRECONDITION (no enrolment started),
+   * RESOURCE_EXHAUSTED, UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.ConfirmMfa
+   */
+  confirmMfa: {
+    methodKind: "unary";
+    input: typeof ConfirmMfaRequestSchema;
+    output: typeof ConfirmMfaResponseSchema;
+  },
+  /**
+   * SendMfaCode emails a code that confirms a sensitive change (DisableMfa, DeleteAccount) for
+   * an account with email MFA. USER. Errors: FAILED_PRECONDITION (email MFA is off),
+   * RESOURCE_EXHAUSTED (asked too soon), UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.SendMfaCode
+   */
+  sendMfaCode: {
+    methodKind: "unary";
+    input: typeof SendMfaCodeRequestSchema;
+    output: typeof SendMfaCodeResponseSchema;
+  },
+  /**
+   * DisableMfa turns a method off; it needs the password and a current code from any factor
+   * that is on. Removing the last factor deletes the recovery codes.
+   * USER. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (wrong password or code), FAILED_PRECONDITION
+   * (the method is off), RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.DisableMfa
+   */
+  disableMfa: {
+    methodKind: "unary";
+    input: typeof DisableMfaRequestSchema;
+    output: typeof DisableMfaResponseSchema;
+  },
+  /**
+   * RefreshToken exchanges a refresh token for new tokens. Every refresh token works once, but
+   * the same token presented again within a few seconds (a retry, two tabs racing) gets the
+   * same new tokens; presented later, it revokes its whole session (theft detection).
    * PUBLIC. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (unknown, used, expired or revoked).
    *
    * @generated from rpc protomesh.auth.v1.AuthService.RefreshToken
@@ -424,8 +1165,91 @@ export const AuthService: GenService<{
     output: typeof SignOutResponseSchema;
   },
   /**
-   * ValidateToken checks an access token (signature, issuer, audience, expiry) and returns its
-   * claims: for operators and callers that cannot verify JWTs themselves.
+   * SignOutEverywhere ends every session of the caller, the current one included.
+   * USER. Errors: UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.SignOutEverywhere
+   */
+  signOutEverywhere: {
+    methodKind: "unary";
+    input: typeof SignOutEverywhereRequestSchema;
+    output: typeof SignOutEverywhereResponseSchema;
+  },
+  /**
+   * ListSessions returns the caller's active sessions, most recently used first, the one the
+   * call was made with marked `current`. USER. Errors: UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * RevokeSession ends one of the caller's sessions (for "sign out that phone").
+   * USER. Errors: INVALID_ARGUMENT, NOT_FOUND (no active session of the caller has this id),
+   * UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * ChangePassword sets a new password given the current one, ends every other session and
+   * emails the owner. USER. Errors: INVALID_ARGUMENT (the new password breaks the rules),
+   * UNAUTHENTICATED (wrong current password), RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.ChangePassword
+   */
+  changePassword: {
+    methodKind: "unary";
+    input: typeof ChangePasswordRequestSchema;
+    output: typeof ChangePasswordResponseSchema;
+  },
+  /**
+   * RequestPasswordReset emails a reset code if the email has an account; the answer is the
+   * same either way. PUBLIC. Errors: INVALID_ARGUMENT.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.RequestPasswordReset
+   */
+  requestPasswordReset: {
+    methodKind: "unary";
+    input: typeof RequestPasswordResetRequestSchema;
+    output: typeof RequestPasswordResetResponseSchema;
+  },
+  /**
+   * ResetPassword sets a new password with the emailed code and ends every session. It also
+   * confirms the email address. It does not turn MFA off: the next sign-in still needs the
+   * second factor. PUBLIC. Errors: INVALID_ARGUMENT (bad password, or a wrong or expired code:
+   * the same answer for an unknown email), RESOURCE_EXHAUSTED (too many wrong codes).
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.ResetPassword
+   */
+  resetPassword: {
+    methodKind: "unary";
+    input: typeof ResetPasswordRequestSchema;
+    output: typeof ResetPasswordResponseSchema;
+  },
+  /**
+   * DeleteAccount deletes the caller's account: credentials and sessions here, and UserDeleted
+   * tells every other service to remove or anonymise the user's data. Needs the password, and a
+   * current MFA code when MFA is on. Signing in afterwards fails like an unknown account.
+   * USER. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (wrong password or code), RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc protomesh.auth.v1.AuthService.DeleteAccount
+   */
+  deleteAccount: {
+    methodKind: "unary";
+    input: typeof DeleteAccountRequestSchema;
+    output: typeof DeleteAccountResponseSchema;
+  },
+  /**
+   * ValidateToken checks an access token (signature, issuer, audience, expiry, revocation) and
+   * returns its claims: for operators and callers that cannot verify JWTs themselves.
    * PUBLIC. Errors: INVALID_ARGUMENT, UNAUTHENTICATED (the token is not valid).
    *
    * @generated from rpc protomesh.auth.v1.AuthService.ValidateToken

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { MfaMethod } from "./auth_pb.js";
+import { file_protomesh_auth_v1_auth } from "./auth_pb.js";
 import { file_protomesh_options_v1_options } from "../../options/v1/options_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,10 +15,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/auth/v1/events.proto.
  */
 export const file_protomesh_auth_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wcm90b21lc2gvYXV0aC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5hdXRoLnYxIo0BCgxVc2VyU2lnbmVkVXASDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6F8rzGBNhdXRoLnVzZXIuc2lnbmVkX3VwIscBCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEjYKEmFjY2Vzc19leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6GMrzGBRhdXRoLnNlc3Npb24ucmV2b2tlZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("Ch5wcm90b21lc2gvYXV0aC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5hdXRoLnYxIo0BCgxVc2VyU2lnbmVkVXASDwoHdXNlcl9pZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6F8rzGBNhdXRoLnVzZXIuc2lnbmVkX3VwIscBCg5TZXNzaW9uUmV2b2tlZBISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEjYKEmFjY2Vzc19leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6GMrzGBRhdXRoLnNlc3Npb24ucmV2b2tlZCKBAQoPU2lnblVwQXR0ZW1wdGVkEg8KB3VzZXJfaWQYASABKAkSDQoFZW1haWwYAiABKAkSLgoKb2NjdXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6HsrzGBphdXRoLnVzZXIuc2lnbnVwX2F0dGVtcHRlZCKTAQoNRW1haWxWZXJpZmllZBIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDocyvMYGGF1dGgudXNlci5lbWFpbF92ZXJpZmllZCK6AQoIU2lnbmVkSW4SDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg0KBWVtYWlsGAMgASgJEg4KBmRldmljZRgEIAEoCRIKCgJpcBgFIAEoCRISCgpuZXdfZGV2aWNlGAYgASgIEi4KCm9jY3VyX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOhrK8xgWYXV0aC5zZXNzaW9uLnNpZ25lZF9pbiKQAQoPUGFzc3dvcmRDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDQoFZW1haWwYAiABKAkSDQoFcmVzZXQYAyABKAgSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6HsrzGBphdXRoLnVzZXIucGFzc3dvcmRfY2hhbmdlZCK2AQoKTWZhQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEiwKBm1ldGhvZBgDIAEoDjIcLnByb3RvbWVzaC5hdXRoLnYxLk1mYU1ldGhvZBIPCgdlbmFibGVkGAQgASgIEi4KCm9jY3VyX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOhnK8xgVYXV0aC51c2VyLm1mYV9jaGFuZ2VkInQKC1VzZXJEZWxldGVkEg8KB3VzZXJfaWQYASABKAkSDQoFZW1haWwYAiABKAkSLgoKb2NjdXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6FcrzGBFhdXRoLnVzZXIuZGVsZXRlZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_protomesh_auth_v1_auth, file_protomesh_options_v1_options]);
 
 /**
- * UserSignedUp: an account was created. Consumed by notify (welcome email).
+ * UserSignedUp: an account was created (its email not yet verified).
  *
  * @generated from message protomesh.auth.v1.UserSignedUp
  */
@@ -91,4 +93,229 @@ export type SessionRevoked = Message<"protomesh.auth.v1.SessionRevoked"> & {
  */
 export const SessionRevokedSchema: GenMessage<SessionRevoked> = /*@__PURE__*/
   messageDesc(file_protomesh_auth_v1_events, 1);
+
+/**
+ * SignUpAttempted: someone tried to sign up with the email of an existing account. Consumed by
+ * notify: the owner learns of it (and how to reset a forgotten password); the caller of SignUp
+ * got the same answer as for a new account.
+ *
+ * @generated from message protomesh.auth.v1.SignUpAttempted
+ */
+export type SignUpAttempted = Message<"protomesh.auth.v1.SignUpAttempted"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 3;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SignUpAttempted.
+ * Use `create(SignUpAttemptedSchema)` to create a new message.
+ */
+export const SignUpAttemptedSchema: GenMessage<SignUpAttempted> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 2);
+
+/**
+ * EmailVerified: the owner confirmed the account's email address. Consumed by notify (the
+ * welcome email).
+ *
+ * @generated from message protomesh.auth.v1.EmailVerified
+ */
+export type EmailVerified = Message<"protomesh.auth.v1.EmailVerified"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 4;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.EmailVerified.
+ * Use `create(EmailVerifiedSchema)` to create a new message.
+ */
+export const EmailVerifiedSchema: GenMessage<EmailVerified> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 3);
+
+/**
+ * SignedIn: a session started. Consumed by notify, which alerts the owner by email when
+ * `new_device` is set: the account had signed in before, but never from this device or address.
+ *
+ * @generated from message protomesh.auth.v1.SignedIn
+ */
+export type SignedIn = Message<"protomesh.auth.v1.SignedIn"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string email = 3;
+   */
+  email: string;
+
+  /**
+   * As ListSessions shows it, e.g. "Firefox on Linux".
+   *
+   * @generated from field: string device = 4;
+   */
+  device: string;
+
+  /**
+   * @generated from field: string ip = 5;
+   */
+  ip: string;
+
+  /**
+   * @generated from field: bool new_device = 6;
+   */
+  newDevice: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 7;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.SignedIn.
+ * Use `create(SignedInSchema)` to create a new message.
+ */
+export const SignedInSchema: GenMessage<SignedIn> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 4);
+
+/**
+ * PasswordChanged: the password was changed (ChangePassword) or reset (ResetPassword).
+ * Consumed by notify (an email to the owner).
+ *
+ * @generated from message protomesh.auth.v1.PasswordChanged
+ */
+export type PasswordChanged = Message<"protomesh.auth.v1.PasswordChanged"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * True when set through ResetPassword with an emailed code.
+   *
+   * @generated from field: bool reset = 3;
+   */
+  reset: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 4;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.PasswordChanged.
+ * Use `create(PasswordChangedSchema)` to create a new message.
+ */
+export const PasswordChangedSchema: GenMessage<PasswordChanged> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 5);
+
+/**
+ * MfaChanged: a second factor was turned on or off. Consumed by notify (an email to the owner).
+ *
+ * @generated from message protomesh.auth.v1.MfaChanged
+ */
+export type MfaChanged = Message<"protomesh.auth.v1.MfaChanged"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * @generated from field: protomesh.auth.v1.MfaMethod method = 3;
+   */
+  method: MfaMethod;
+
+  /**
+   * @generated from field: bool enabled = 4;
+   */
+  enabled: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 5;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.MfaChanged.
+ * Use `create(MfaChangedSchema)` to create a new message.
+ */
+export const MfaChangedSchema: GenMessage<MfaChanged> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 6);
+
+/**
+ * UserDeleted: an account was deleted. Every service that keeps data about the user removes or
+ * anonymises it (user: the profile; notify: the inbox; orders and chat likewise). `email` is
+ * carried once, so notify can confirm the deletion to the address; no service may keep it.
+ *
+ * @generated from message protomesh.auth.v1.UserDeleted
+ */
+export type UserDeleted = Message<"protomesh.auth.v1.UserDeleted"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occur_time = 3;
+   */
+  occurTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message protomesh.auth.v1.UserDeleted.
+ * Use `create(UserDeletedSchema)` to create a new message.
+ */
+export const UserDeletedSchema: GenMessage<UserDeleted> = /*@__PURE__*/
+  messageDesc(file_protomesh_auth_v1_events, 7);
 

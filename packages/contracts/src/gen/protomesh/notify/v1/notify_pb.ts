@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/notify/v1/notify.proto.
  */
 export const file_protomesh_notify_v1_notify: GenFile = /*@__PURE__*/
-  fileDesc("CiBwcm90b21lc2gvbm90aWZ5L3YxL25vdGlmeS5wcm90bxITcHJvdG9tZXNoLm5vdGlmeS52MSKZAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgJEi0KB2NoYW5uZWwYAiABKA4yHC5wcm90b21lc2gubm90aWZ5LnYxLkNoYW5uZWwSDAoEa2luZBgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYChpMaXN0TXlOb3RpZmljYXRpb25zUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxjIASJwChtMaXN0TXlOb3RpZmljYXRpb25zUmVzcG9uc2USOAoNbm90aWZpY2F0aW9ucxgBIAMoCzIhLnByb3RvbWVzaC5ub3RpZnkudjEuTm90aWZpY2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIdChtXYXRjaE15Tm90aWZpY2F0aW9uc1JlcXVlc3QiVwocV2F0Y2hNeU5vdGlmaWNhdGlvbnNSZXNwb25zZRI3Cgxub3RpZmljYXRpb24YASABKAsyIS5wcm90b21lc2gubm90aWZ5LnYxLk5vdGlmaWNhdGlvbipGCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABIRCg1DSEFOTkVMX0VNQUlMEAESDwoLQ0hBTk5FTF9TTVMQAjKZAgoNTm90aWZ5U2VydmljZRKBAQoTTGlzdE15Tm90aWZpY2F0aW9ucxIvLnByb3RvbWVzaC5ub3RpZnkudjEuTGlzdE15Tm90aWZpY2F0aW9uc1JlcXVlc3QaMC5wcm90b21lc2gubm90aWZ5LnYxLkxpc3RNeU5vdGlmaWNhdGlvbnNSZXNwb25zZSIHkAIBwPMYAhKDAQoUV2F0Y2hNeU5vdGlmaWNhdGlvbnMSMC5wcm90b21lc2gubm90aWZ5LnYxLldhdGNoTXlOb3RpZmljYXRpb25zUmVxdWVzdBoxLnByb3RvbWVzaC5ub3RpZnkudjEuV2F0Y2hNeU5vdGlmaWNhdGlvbnNSZXNwb25zZSIEwPMYAjABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("CiBwcm90b21lc2gvbm90aWZ5L3YxL25vdGlmeS5wcm90bxITcHJvdG9tZXNoLm5vdGlmeS52MSKZAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgJEi0KB2NoYW5uZWwYAiABKA4yHC5wcm90b21lc2gubm90aWZ5LnYxLkNoYW5uZWwSDAoEa2luZBgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYChpMaXN0TXlOb3RpZmljYXRpb25zUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxjIASJwChtMaXN0TXlOb3RpZmljYXRpb25zUmVzcG9uc2USOAoNbm90aWZpY2F0aW9ucxgBIAMoCzIhLnByb3RvbWVzaC5ub3RpZnkudjEuTm90aWZpY2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIdChtXYXRjaE15Tm90aWZpY2F0aW9uc1JlcXVlc3QiVwocV2F0Y2hNeU5vdGlmaWNhdGlvbnNSZXNwb25zZRI3Cgxub3RpZmljYXRpb24YASABKAsyIS5wcm90b21lc2gubm90aWZ5LnYxLk5vdGlmaWNhdGlvbiKtAQoQU2VuZEVtYWlsUmVxdWVzdBIWCgJ0bxgBIAEoCUIKukgHcgUY/gFgARIbCgdzdWJqZWN0GAIgASgJQgq6SAdyBRABGMgBEhkKBHRleHQYAyABKAlCC7pICHIGEAEYoI0GEhwKB3VzZXJfaWQYBCABKAlCC7pICNgBAXIDsAEBEisKBGtpbmQYBSABKAlCHbpIGnIYMhZeW2Etel1bYS16MC05X117MCwzOX0kIiwKEVNlbmRFbWFpbFJlc3BvbnNlEhcKD25vdGlmaWNhdGlvbl9pZBgBIAEoCSKeAQoOU2VuZFNtc1JlcXVlc3QSJwoCdG8YASABKAlCG7pIGHIWMhReXCtbMS05XVswLTldezYsMTR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGMAMEhwKB3VzZXJfaWQYAyABKAlCC7pICNgBAXIDsAEBEisKBGtpbmQYBCABKAlCHbpIGnIYMhZeW2Etel1bYS16MC05X117MCwzOX0kIioKD1NlbmRTbXNSZXNwb25zZRIXCg9ub3RpZmljYXRpb25faWQYASABKAkqRgoHQ2hhbm5lbBIXChNDSEFOTkVMX1VOU1BFQ0lGSUVEEAASEQoNQ0hBTk5FTF9FTUFJTBABEg8KC0NIQU5ORUxfU01TEAIy1wMKDU5vdGlmeVNlcnZpY2USgQEKE0xpc3RNeU5vdGlmaWNhdGlvbnMSLy5wcm90b21lc2gubm90aWZ5LnYxLkxpc3RNeU5vdGlmaWNhdGlvbnNSZXF1ZXN0GjAucHJvdG9tZXNoLm5vdGlmeS52MS5MaXN0TXlOb3RpZmljYXRpb25zUmVzcG9uc2UiB5ACAcDzGAISgwEKFFdhdGNoTXlOb3RpZmljYXRpb25zEjAucHJvdG9tZXNoLm5vdGlmeS52MS5XYXRjaE15Tm90aWZpY2F0aW9uc1JlcXVlc3QaMS5wcm90b21lc2gubm90aWZ5LnYxLldhdGNoTXlOb3RpZmljYXRpb25zUmVzcG9uc2UiBMDzGAIwARJgCglTZW5kRW1haWwSJS5wcm90b21lc2gubm90aWZ5LnYxLlNlbmRFbWFpbFJlcXVlc3QaJi5wcm90b21lc2gubm90aWZ5LnYxLlNlbmRFbWFpbFJlc3BvbnNlIgTA8xgEEloKB1NlbmRTbXMSIy5wcm90b21lc2gubm90aWZ5LnYxLlNlbmRTbXNSZXF1ZXN0GiQucHJvdG9tZXNoLm5vdGlmeS52MS5TZW5kU21zUmVzcG9uc2UiBMDzGARiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * Notification is one message sent to a user.
@@ -134,6 +134,113 @@ export const WatchMyNotificationsResponseSchema: GenMessage<WatchMyNotifications
   messageDesc(file_protomesh_notify_v1_notify, 4);
 
 /**
+ * @generated from message protomesh.notify.v1.SendEmailRequest
+ */
+export type SendEmailRequest = Message<"protomesh.notify.v1.SendEmailRequest"> & {
+  /**
+   * @generated from field: string to = 1;
+   */
+  to: string;
+
+  /**
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string user_id = 4;
+   */
+  userId: string;
+
+  /**
+   * What caused it, for the inbox, e.g. "order_placed".
+   *
+   * @generated from field: string kind = 5;
+   */
+  kind: string;
+};
+
+/**
+ * Describes the message protomesh.notify.v1.SendEmailRequest.
+ * Use `create(SendEmailRequestSchema)` to create a new message.
+ */
+export const SendEmailRequestSchema: GenMessage<SendEmailRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 5);
+
+/**
+ * @generated from message protomesh.notify.v1.SendEmailResponse
+ */
+export type SendEmailResponse = Message<"protomesh.notify.v1.SendEmailResponse"> & {
+  /**
+   * @generated from field: string notification_id = 1;
+   */
+  notificationId: string;
+};
+
+/**
+ * Describes the message protomesh.notify.v1.SendEmailResponse.
+ * Use `create(SendEmailResponseSchema)` to create a new message.
+ */
+export const SendEmailResponseSchema: GenMessage<SendEmailResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 6);
+
+/**
+ * @generated from message protomesh.notify.v1.SendSmsRequest
+ */
+export type SendSmsRequest = Message<"protomesh.notify.v1.SendSmsRequest"> & {
+  /**
+   * E.164, e.g. +4915123456789.
+   *
+   * @generated from field: string to = 1;
+   */
+  to: string;
+
+  /**
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string kind = 4;
+   */
+  kind: string;
+};
+
+/**
+ * Describes the message protomesh.notify.v1.SendSmsRequest.
+ * Use `create(SendSmsRequestSchema)` to create a new message.
+ */
+export const SendSmsRequestSchema: GenMessage<SendSmsRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 7);
+
+/**
+ * @generated from message protomesh.notify.v1.SendSmsResponse
+ */
+export type SendSmsResponse = Message<"protomesh.notify.v1.SendSmsResponse"> & {
+  /**
+   * @generated from field: string notification_id = 1;
+   */
+  notificationId: string;
+};
+
+/**
+ * Describes the message protomesh.notify.v1.SendSmsResponse.
+ * Use `create(SendSmsResponseSchema)` to create a new message.
+ */
+export const SendSmsResponseSchema: GenMessage<SendSmsResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_notify_v1_notify, 8);
+
+/**
  * @generated from enum protomesh.notify.v1.Channel
  */
 export enum Channel {
@@ -188,6 +295,30 @@ export const NotifyService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchMyNotificationsRequestSchema;
     output: typeof WatchMyNotificationsResponseSchema;
+  },
+  /**
+   * SendEmail sends one email now, for services whose messages need no event of their own.
+   * With `user_id`, the message enters that user's inbox. `text` is sent as the plain-text
+   * body; the HTML body is made from it with every character escaped.
+   * INTERNAL. Errors: INVALID_ARGUMENT, UNAVAILABLE (the mail server did not take it; retry).
+   *
+   * @generated from rpc protomesh.notify.v1.NotifyService.SendEmail
+   */
+  sendEmail: {
+    methodKind: "unary";
+    input: typeof SendEmailRequestSchema;
+    output: typeof SendEmailResponseSchema;
+  },
+  /**
+   * SendSms sends one text message through the configured SMS provider.
+   * INTERNAL. Errors: INVALID_ARGUMENT, UNAVAILABLE (the provider did not take it; retry).
+   *
+   * @generated from rpc protomesh.notify.v1.NotifyService.SendSms
+   */
+  sendSms: {
+    methodKind: "unary";
+    input: typeof SendSmsRequestSchema;
+    output: typeof SendSmsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_protomesh_notify_v1_notify, 0);

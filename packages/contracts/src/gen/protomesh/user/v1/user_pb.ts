@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/user/v1/user.proto.
  */
 export const file_protomesh_user_v1_user: GenFile = /*@__PURE__*/
-  fileDesc("Chxwcm90b21lc2gvdXNlci92MS91c2VyLnByb3RvEhFwcm90b21lc2gudXNlci52MSLoAQoEVXNlchIKCgJpZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSCwoDYmlvGAQgASgJEhIKCmF2YXRhcl91cmwYBSABKAkSDQoFcGhvbmUYBiABKAkSDgoGbG9jYWxlGAcgASgJEg0KBXJvbGVzGAggAygJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUgoNUHVibGljUHJvZmlsZRIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSCwoDYmlvGAMgASgJEhIKCmF2YXRhcl91cmwYBCABKAkiagoRQ3JlYXRlVXNlclJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESGQoFZW1haWwYAiABKAlCCrpIB3IFGP4BYAESHwoMZGlzcGxheV9uYW1lGAMgASgJQgm6SAZyBBABGEAiOwoSQ3JlYXRlVXNlclJlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5wcm90b21lc2gudXNlci52MS5Vc2VyIisKDkdldFVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIkQKD0dldFVzZXJSZXNwb25zZRIxCgdwcm9maWxlGAEgASgLMiAucHJvdG9tZXNoLnVzZXIudjEuUHVibGljUHJvZmlsZSIOCgxHZXRNZVJlcXVlc3QiNgoNR2V0TWVSZXNwb25zZRIlCgR1c2VyGAEgASgLMhcucHJvdG9tZXNoLnVzZXIudjEuVXNlciLZAQoNUHJvZmlsZVVwZGF0ZRIdCgxkaXNwbGF5X25hbWUYASABKAlCB7pIBHICGEASFQoDYmlvGAIgASgJQgi6SAVyAxj0AxIiCgphdmF0YXJfdXJsGAMgASgJQg66SAvYAQFyBhiAEIgBARItCgVwaG9uZRgEIAEoCUIeukgb2AEBchYyFF5cK1sxLTldWzAtOV17NiwxNH0kEj8KBmxvY2FsZRgFIAEoCUIvukgs2AEBcicYIzIjXltBLVphLXpdezIsM30oLVtBLVphLXowLTldezIsOH0pKiQiyQIKD1VwZGF0ZU1lUmVxdWVzdBI5Cgdwcm9maWxlGAEgASgLMiAucHJvdG9tZXNoLnVzZXIudjEuUHJvZmlsZVVwZGF0ZUIGukgDyAEBEmgKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0I3ukg0yAEB4gEuEgxkaXNwbGF5X25hbWUSA2JpbxIKYXZhdGFyX3VybBIFcGhvbmUSBmxvY2FsZTqQAbpIjAEaiQEKFWRpc3BsYXlfbmFtZV9yZXF1aXJlZBIcZGlzcGxheV9uYW1lIGNhbm5vdCBiZSBlbXB0eRpSISgnZGlzcGxheV9uYW1lJyBpbiB0aGlzLnVwZGF0ZV9tYXNrLnBhdGhzKSB8fCBzaXplKHRoaXMucHJvZmlsZS5kaXNwbGF5X25hbWUpID4gMCI5ChBVcGRhdGVNZVJlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5wcm90b21lc2gudXNlci52MS5Vc2VyMvkCCgtVc2VyU2VydmljZRJfCgpDcmVhdGVVc2VyEiQucHJvdG9tZXNoLnVzZXIudjEuQ3JlYXRlVXNlclJlcXVlc3QaJS5wcm90b21lc2gudXNlci52MS5DcmVhdGVVc2VyUmVzcG9uc2UiBMDzGAQSWQoHR2V0VXNlchIhLnByb3RvbWVzaC51c2VyLnYxLkdldFVzZXJSZXF1ZXN0GiIucHJvdG9tZXNoLnVzZXIudjEuR2V0VXNlclJlc3BvbnNlIgeQAgHA8xgCElMKBUdldE1lEh8ucHJvdG9tZXNoLnVzZXIudjEuR2V0TWVSZXF1ZXN0GiAucHJvdG9tZXNoLnVzZXIudjEuR2V0TWVSZXNwb25zZSIHkAIBwPMYAhJZCghVcGRhdGVNZRIiLnByb3RvbWVzaC51c2VyLnYxLlVwZGF0ZU1lUmVxdWVzdBojLnByb3RvbWVzaC51c2VyLnYxLlVwZGF0ZU1lUmVzcG9uc2UiBMDzGAJiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
+  fileDesc("Chxwcm90b21lc2gvdXNlci92MS91c2VyLnByb3RvEhFwcm90b21lc2gudXNlci52MSLoAQoEVXNlchIKCgJpZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSCwoDYmlvGAQgASgJEhIKCmF2YXRhcl91cmwYBSABKAkSDQoFcGhvbmUYBiABKAkSDgoGbG9jYWxlGAcgASgJEg0KBXJvbGVzGAggAygJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUgoNUHVibGljUHJvZmlsZRIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSCwoDYmlvGAMgASgJEhIKCmF2YXRhcl91cmwYBCABKAkiagoRQ3JlYXRlVXNlclJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESGQoFZW1haWwYAiABKAlCCrpIB3IFGP4BYAESHwoMZGlzcGxheV9uYW1lGAMgASgJQgm6SAZyBBABGEAiOwoSQ3JlYXRlVXNlclJlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5wcm90b21lc2gudXNlci52MS5Vc2VyIisKDkdldFVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIkQKD0dldFVzZXJSZXNwb25zZRIxCgdwcm9maWxlGAEgASgLMiAucHJvdG9tZXNoLnVzZXIudjEuUHVibGljUHJvZmlsZSIOCgxHZXRNZVJlcXVlc3QiNgoNR2V0TWVSZXNwb25zZRIlCgR1c2VyGAEgASgLMhcucHJvdG9tZXNoLnVzZXIudjEuVXNlciLjAQoNUHJvZmlsZVVwZGF0ZRIdCgxkaXNwbGF5X25hbWUYASABKAlCB7pIBHICGEASFQoDYmlvGAIgASgJQgi6SAVyAxj0AxIsCgphdmF0YXJfdXJsGAMgASgJQhi6SBXYAQFyEBiAEDoIaHR0cHM6Ly+IAQESLQoFcGhvbmUYBCABKAlCHrpIG9gBAXIWMhReXCtbMS05XVswLTldezYsMTR9JBI/CgZsb2NhbGUYBSABKAlCL7pILNgBAXInGCMyI15bQS1aYS16XXsyLDN9KC1bQS1aYS16MC05XXsyLDh9KSokIskCCg9VcGRhdGVNZVJlcXVlc3QSOQoHcHJvZmlsZRgBIAEoCzIgLnByb3RvbWVzaC51c2VyLnYxLlByb2ZpbGVVcGRhdGVCBrpIA8gBARJoCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCN7pINMgBAeIBLhIMZGlzcGxheV9uYW1lEgNiaW8SCmF2YXRhcl91cmwSBXBob25lEgZsb2NhbGU6kAG6SIwBGokBChVkaXNwbGF5X25hbWVfcmVxdWlyZWQSHGRpc3BsYXlfbmFtZSBjYW5ub3QgYmUgZW1wdHkaUiEoJ2Rpc3BsYXlfbmFtZScgaW4gdGhpcy51cGRhdGVfbWFzay5wYXRocykgfHwgc2l6ZSh0aGlzLnByb2ZpbGUuZGlzcGxheV9uYW1lKSA+IDAiOQoQVXBkYXRlTWVSZXNwb25zZRIlCgR1c2VyGAEgASgLMhcucHJvdG9tZXNoLnVzZXIudjEuVXNlciJqChJTZWFyY2hVc2Vyc1JlcXVlc3QSGAoFcXVlcnkYASABKAlCCbpIBnIEEAEYQBIcCglwYWdlX3NpemUYAiABKAVCCbpIBhoEGDIoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiQAyJiChNTZWFyY2hVc2Vyc1Jlc3BvbnNlEjIKCHByb2ZpbGVzGAEgAygLMiAucHJvdG9tZXNoLnVzZXIudjEuUHVibGljUHJvZmlsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifwoQTGlzdFVzZXJzUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiQAxIvCgRyb2xlGAMgASgJQiG6SB7YAQFyGTIXXlthLXpdW2EtejAtOV8tXXswLDMxfSQiVAoRTGlzdFVzZXJzUmVzcG9uc2USJgoFdXNlcnMYASADKAsyFy5wcm90b21lc2gudXNlci52MS5Vc2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJkCg9TZXRSb2xlc1JlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESNgoFcm9sZXMYAiADKAlCJ7pIJJIBIRAQGAEiG3IZMhdeW2Etel1bYS16MC05Xy1dezAsMzF9JCI5ChBTZXRSb2xlc1Jlc3BvbnNlEiUKBHVzZXIYASABKAsyFy5wcm90b21lc2gudXNlci52MS5Vc2VyIiwKD0dldFJvbGVzUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABASIhChBHZXRSb2xlc1Jlc3BvbnNlEg0KBXJvbGVzGAEgAygJMvoFCgtVc2VyU2VydmljZRJfCgpDcmVhdGVVc2VyEiQucHJvdG9tZXNoLnVzZXIudjEuQ3JlYXRlVXNlclJlcXVlc3QaJS5wcm90b21lc2gudXNlci52MS5DcmVhdGVVc2VyUmVzcG9uc2UiBMDzGAQSWQoHR2V0VXNlchIhLnByb3RvbWVzaC51c2VyLnYxLkdldFVzZXJSZXF1ZXN0GiIucHJvdG9tZXNoLnVzZXIudjEuR2V0VXNlclJlc3BvbnNlIgeQAgHA8xgCElMKBUdldE1lEh8ucHJvdG9tZXNoLnVzZXIudjEuR2V0TWVSZXF1ZXN0GiAucHJvdG9tZXNoLnVzZXIudjEuR2V0TWVSZXNwb25zZSIHkAIBwPMYAhJZCghVcGRhdGVNZRIiLnByb3RvbWVzaC51c2VyLnYxLlVwZGF0ZU1lUmVxdWVzdBojLnByb3RvbWVzaC51c2VyLnYxLlVwZGF0ZU1lUmVzcG9uc2UiBMDzGAISZQoLU2VhcmNoVXNlcnMSJS5wcm90b21lc2gudXNlci52MS5TZWFyY2hVc2Vyc1JlcXVlc3QaJi5wcm90b21lc2gudXNlci52MS5TZWFyY2hVc2Vyc1Jlc3BvbnNlIgeQAgHA8xgCEl8KCUxpc3RVc2VycxIjLnByb3RvbWVzaC51c2VyLnYxLkxpc3RVc2Vyc1JlcXVlc3QaJC5wcm90b21lc2gudXNlci52MS5MaXN0VXNlcnNSZXNwb25zZSIHkAIBwPMYAxJZCghTZXRSb2xlcxIiLnByb3RvbWVzaC51c2VyLnYxLlNldFJvbGVzUmVxdWVzdBojLnByb3RvbWVzaC51c2VyLnYxLlNldFJvbGVzUmVzcG9uc2UiBMDzGAMSXAoIR2V0Um9sZXMSIi5wcm90b21lc2gudXNlci52MS5HZXRSb2xlc1JlcXVlc3QaIy5wcm90b21lc2gudXNlci52MS5HZXRSb2xlc1Jlc3BvbnNlIgeQAgHA8xgEYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * User is a full profile, as its owner sees it.
@@ -244,6 +244,8 @@ export type ProfileUpdate = Message<"protomesh.user.v1.ProfileUpdate"> & {
   bio: string;
 
   /**
+   * An https: URL; any other scheme (javascript:, data:, http:) is refused.
+   *
    * @generated from field: string avatar_url = 3;
    */
   avatarUrl: string;
@@ -308,7 +310,190 @@ export const UpdateMeResponseSchema: GenMessage<UpdateMeResponse> = /*@__PURE__*
   messageDesc(file_protomesh_user_v1_user, 10);
 
 /**
- * UserService owns user profiles.
+ * @generated from message protomesh.user.v1.SearchUsersRequest
+ */
+export type SearchUsersRequest = Message<"protomesh.user.v1.SearchUsersRequest"> & {
+  /**
+   * A display-name prefix.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * At most 50; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message protomesh.user.v1.SearchUsersRequest.
+ * Use `create(SearchUsersRequestSchema)` to create a new message.
+ */
+export const SearchUsersRequestSchema: GenMessage<SearchUsersRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 11);
+
+/**
+ * @generated from message protomesh.user.v1.SearchUsersResponse
+ */
+export type SearchUsersResponse = Message<"protomesh.user.v1.SearchUsersResponse"> & {
+  /**
+   * @generated from field: repeated protomesh.user.v1.PublicProfile profiles = 1;
+   */
+  profiles: PublicProfile[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message protomesh.user.v1.SearchUsersResponse.
+ * Use `create(SearchUsersResponseSchema)` to create a new message.
+ */
+export const SearchUsersResponseSchema: GenMessage<SearchUsersResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 12);
+
+/**
+ * @generated from message protomesh.user.v1.ListUsersRequest
+ */
+export type ListUsersRequest = Message<"protomesh.user.v1.ListUsersRequest"> & {
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only users with this role, when set.
+   *
+   * @generated from field: string role = 3;
+   */
+  role: string;
+};
+
+/**
+ * Describes the message protomesh.user.v1.ListUsersRequest.
+ * Use `create(ListUsersRequestSchema)` to create a new message.
+ */
+export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 13);
+
+/**
+ * @generated from message protomesh.user.v1.ListUsersResponse
+ */
+export type ListUsersResponse = Message<"protomesh.user.v1.ListUsersResponse"> & {
+  /**
+   * @generated from field: repeated protomesh.user.v1.User users = 1;
+   */
+  users: User[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message protomesh.user.v1.ListUsersResponse.
+ * Use `create(ListUsersResponseSchema)` to create a new message.
+ */
+export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 14);
+
+/**
+ * @generated from message protomesh.user.v1.SetRolesRequest
+ */
+export type SetRolesRequest = Message<"protomesh.user.v1.SetRolesRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The complete new set, e.g. ["user", "admin"]; lower-case names.
+   *
+   * @generated from field: repeated string roles = 2;
+   */
+  roles: string[];
+};
+
+/**
+ * Describes the message protomesh.user.v1.SetRolesRequest.
+ * Use `create(SetRolesRequestSchema)` to create a new message.
+ */
+export const SetRolesRequestSchema: GenMessage<SetRolesRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 15);
+
+/**
+ * @generated from message protomesh.user.v1.SetRolesResponse
+ */
+export type SetRolesResponse = Message<"protomesh.user.v1.SetRolesResponse"> & {
+  /**
+   * @generated from field: protomesh.user.v1.User user = 1;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message protomesh.user.v1.SetRolesResponse.
+ * Use `create(SetRolesResponseSchema)` to create a new message.
+ */
+export const SetRolesResponseSchema: GenMessage<SetRolesResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 16);
+
+/**
+ * @generated from message protomesh.user.v1.GetRolesRequest
+ */
+export type GetRolesRequest = Message<"protomesh.user.v1.GetRolesRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message protomesh.user.v1.GetRolesRequest.
+ * Use `create(GetRolesRequestSchema)` to create a new message.
+ */
+export const GetRolesRequestSchema: GenMessage<GetRolesRequest> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 17);
+
+/**
+ * @generated from message protomesh.user.v1.GetRolesResponse
+ */
+export type GetRolesResponse = Message<"protomesh.user.v1.GetRolesResponse"> & {
+  /**
+   * @generated from field: repeated string roles = 1;
+   */
+  roles: string[];
+};
+
+/**
+ * Describes the message protomesh.user.v1.GetRolesResponse.
+ * Use `create(GetRolesResponseSchema)` to create a new message.
+ */
+export const GetRolesResponseSchema: GenMessage<GetRolesResponse> = /*@__PURE__*/
+  messageDesc(file_protomesh_user_v1_user, 18);
+
+/**
+ * UserService owns user profiles and roles. Roles are read by AuthService when it issues tokens,
+ * so a change made with SetRoles takes effect at the user's next token refresh (within the
+ * access-token lifetime, 15 minutes by default) or sign-in.
  *
  * @generated from service protomesh.user.v1.UserService
  */
@@ -358,6 +543,54 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof UpdateMeRequestSchema;
     output: typeof UpdateMeResponseSchema;
+  },
+  /**
+   * SearchUsers finds users whose display name starts with `query` (case-insensitive), for
+   * finding chat contacts; public fields only, ordered by display name.
+   * USER. Errors: INVALID_ARGUMENT (bad query, page_size or page_token), UNAUTHENTICATED.
+   *
+   * @generated from rpc protomesh.user.v1.UserService.SearchUsers
+   */
+  searchUsers: {
+    methodKind: "unary";
+    input: typeof SearchUsersRequestSchema;
+    output: typeof SearchUsersResponseSchema;
+  },
+  /**
+   * ListUsers pages through every profile, newest first, optionally only those with a role.
+   * ADMIN. Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED.
+   *
+   * @generated from rpc protomesh.user.v1.UserService.ListUsers
+   */
+  listUsers: {
+    methodKind: "unary";
+    input: typeof ListUsersRequestSchema;
+    output: typeof ListUsersResponseSchema;
+  },
+  /**
+   * SetRoles replaces a user's roles and emits UserUpdated; the user's tokens carry the new
+   * roles from their next refresh. An admin cannot take the admin role from themselves (so the
+   * last admin cannot lock everyone out by mistake).
+   * ADMIN. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAUTHENTICATED,
+   * PERMISSION_DENIED.
+   *
+   * @generated from rpc protomesh.user.v1.UserService.SetRoles
+   */
+  setRoles: {
+    methodKind: "unary";
+    input: typeof SetRolesRequestSchema;
+    output: typeof SetRolesResponseSchema;
+  },
+  /**
+   * GetRoles returns a user's roles: AuthService calls it when it issues tokens.
+   * INTERNAL. Errors: INVALID_ARGUMENT, NOT_FOUND.
+   *
+   * @generated from rpc protomesh.user.v1.UserService.GetRoles
+   */
+  getRoles: {
+    methodKind: "unary";
+    input: typeof GetRolesRequestSchema;
+    output: typeof GetRolesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_protomesh_user_v1_user, 0);
