@@ -8,6 +8,9 @@
 // The gateway exposes only PUBLIC, USER and ADMIN methods; every service enforces the level
 // again for each call it receives.
 //
+// Rate limits: methods an attacker would hammer set `option (protomesh.options.v1.rate_limit) =
+// RATE_LIMIT_STRICT`; the gateway applies its strict per-address and per-user limits to them.
+//
 // Reads: methods without side effects set `option idempotency_level = NO_SIDE_EFFECTS`, so
 // Connect clients may send them as cacheable HTTP GET requests.
 //
@@ -27,7 +30,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file protomesh/options/v1/options.proto.
  */
 export const file_protomesh_options_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("CiJwcm90b21lc2gvb3B0aW9ucy92MS9vcHRpb25zLnByb3RvEhRwcm90b21lc2gub3B0aW9ucy52MSprCgZBY2Nlc3MSFgoSQUNDRVNTX1VOU1BFQ0lGSUVEEAASEQoNQUNDRVNTX1BVQkxJQxABEg8KC0FDQ0VTU19VU0VSEAISEAoMQUNDRVNTX0FETUlOEAMSEwoPQUNDRVNTX0lOVEVSTkFMEAQ6VgoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuI4DIAEoDjIcLnByb3RvbWVzaC5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzOkYKDWV2ZW50X3N1YmplY3QSHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYuY4DIAEoCVIMZXZlbnRTdWJqZWN0YgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("CiJwcm90b21lc2gvb3B0aW9ucy92MS9vcHRpb25zLnByb3RvEhRwcm90b21lc2gub3B0aW9ucy52MSprCgZBY2Nlc3MSFgoSQUNDRVNTX1VOU1BFQ0lGSUVEEAASEQoNQUNDRVNTX1BVQkxJQxABEg8KC0FDQ0VTU19VU0VSEAISEAoMQUNDRVNTX0FETUlOEAMSEwoPQUNDRVNTX0lOVEVSTkFMEAQqPgoJUmF0ZUxpbWl0EhoKFlJBVEVfTElNSVRfVU5TUEVDSUZJRUQQABIVChFSQVRFX0xJTUlUX1NUUklDVBABOlYKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLiOAyABKA4yHC5wcm90b21lc2gub3B0aW9ucy52MS5BY2Nlc3NSBmFjY2VzczpgCgpyYXRlX2xpbWl0Eh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuo4DIAEoDjIfLnByb3RvbWVzaC5vcHRpb25zLnYxLlJhdGVMaW1pdFIJcmF0ZUxpbWl0OkYKDWV2ZW50X3N1YmplY3QSHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYuY4DIAEoCVIMZXZlbnRTdWJqZWN0YgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * Access is who may call a method.
@@ -78,6 +81,34 @@ export const AccessSchema: GenEnum<Access> = /*@__PURE__*/
   enumDesc(file_protomesh_options_v1_options, 0);
 
 /**
+ * RateLimit is how tightly the gateway limits calls to a method, per client address and per user.
+ *
+ * @generated from enum protomesh.options.v1.RateLimit
+ */
+export enum RateLimit {
+  /**
+   * The gateway's general limits.
+   *
+   * @generated from enum value: RATE_LIMIT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Methods an attacker would hammer (guessing passwords or codes, sending email to others):
+   * the gateway's strict limits apply on top of the general ones.
+   *
+   * @generated from enum value: RATE_LIMIT_STRICT = 1;
+   */
+  STRICT = 1,
+}
+
+/**
+ * Describes the enum protomesh.options.v1.RateLimit.
+ */
+export const RateLimitSchema: GenEnum<RateLimit> = /*@__PURE__*/
+  enumDesc(file_protomesh_options_v1_options, 1);
+
+/**
  * Who may call this method.
  *
  * @generated from extension: protomesh.options.v1.Access access = 51000;
@@ -86,10 +117,18 @@ export const access: GenExtension<MethodOptions, Access> = /*@__PURE__*/
   extDesc(file_protomesh_options_v1_options, 0);
 
 /**
+ * How tightly the gateway limits calls to it.
+ *
+ * @generated from extension: protomesh.options.v1.RateLimit rate_limit = 51002;
+ */
+export const rate_limit: GenExtension<MethodOptions, RateLimit> = /*@__PURE__*/
+  extDesc(file_protomesh_options_v1_options, 1);
+
+/**
  * Marks the message as an event and names the JetStream subject it is published on.
  *
  * @generated from extension: string event_subject = 51001;
  */
 export const event_subject: GenExtension<MessageOptions, string> = /*@__PURE__*/
-  extDesc(file_protomesh_options_v1_options, 1);
+  extDesc(file_protomesh_options_v1_options, 2);
 
