@@ -14,6 +14,8 @@ export interface CallContext {
   service: string | undefined;
   /** The end user's address as the gateway saw it, else the peer's. */
   clientIp: string;
+  /** The end user's User-Agent as the gateway saw it ("" when unknown), e.g. for naming sessions. */
+  userAgent: string;
   /** The access token as received, so calls made on the user's behalf can forward it. */
   accessToken: string | undefined;
   deadline: Date | undefined;

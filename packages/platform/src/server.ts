@@ -91,6 +91,8 @@ export interface StopSignals {
 }
 
 export const MESH_TOKEN_HEADER = "x-mesh-token";
+/** The end user's User-Agent, as the gateway forwards it (grpc-js owns the user-agent header). */
+export const USER_AGENT_HEADER = "x-user-agent";
 
 function first(md: grpc.Metadata, key: string): string | undefined {
   const v = md.get(key)[0];
@@ -279,6 +281,7 @@ function createCallRunner(
         requestId,
         ...who,
         clientIp: clientIp(call),
+        userAgent: first(call.metadata, USER_AGENT_HEADER)?.slice(0, 512) ?? "",
         deadline:
           deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
         signal: controller.signal,
