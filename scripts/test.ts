@@ -3,10 +3,11 @@
 // start themselves: one PostgreSQL for the whole run (each mesh makes databases of its own on
 // it), NATS and SMTP per mesh. Extra arguments are passed to node --test (e.g. a single file).
 import { spawn, spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
 import { ensureCommand, startPostgres } from "@protomesh/devkit";
-import { SHARED_PG_ENV } from "@protomesh/testkit";
+import { SHARED_PG_ENV, TEST_LOG_DIR_ENV } from "@protomesh/testkit";
+import { findLeaks } from "./check-logs.ts";
 
 const root = join(import.meta.dirname, "..");
 const bin = join(root, "node_modules/.bin");
@@ -46,17 +47,34 @@ if (only.length === 0) {
   step("lint", join(bin, "biome"), ["check", "."]);
 }
 console.log("\n▶ tests");
+// Every service log of the run lands here, to be searched for secrets afterwards.
+const logDir = join(root, "build/test-logs");
+rmSync(logDir, { recursive: true, force: true });
 const pg = await startPostgres();
 const status = await new Promise<number>((resolve) => {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", "--test", "--test-timeout=120000", ...(only.length ? only : testFiles())],
-    { cwd: root, stdio: "inherit", env: { ...process.env, [SHARED_PG_ENV]: pg.adminUrl } },
+    {
+      cwd: root,
+      stdio: "inherit",
+      env: { ...process.env, [SHARED_PG_ENV]: pg.adminUrl, [TEST_LOG_DIR_ENV]: logDir },
+    },
   );
   // Ctrl-C reaches the runner too (same process group); wait for it, then stop PostgreSQL.
   process.on("SIGINT", () => {});
   child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
 });
 await pg.stop();
-if (status !== 0) console.error("✖ tests failed");
-process.exit(status);
+if (status !== 0) {
+  console.error("✖ tests failed");
+  process.exit(status);
+}
+console.log("\n▶ no password, code, token or hash in any log line");
+const leaks = findLeaks(logDir);
+for (const leak of leaks.slice(0, 50)) console.error(`  ${leak}`);
+if (leaks.length > 0) {
+  console.error(`✖ ${leaks.length} log lines under ${logDir} hold secrets`);
+  process.exit(1);
+}
+console.log("  clean");

@@ -4,6 +4,7 @@ import type { Client } from "@connectrpc/connect";
 import { type AuthService, type Tokens, TokensSchema } from "@protomesh/contracts/auth/v1/auth_pb";
 import { decodeJwt } from "jose";
 import { uniqueEmail } from "./clients.ts";
+import { rememberSecrets } from "./logs.ts";
 
 /** The password test accounts get unless a test says otherwise: long and not a common one. */
 export const TEST_PASSWORD = "correct horse battery staple";
@@ -31,6 +32,8 @@ export async function signUpAndSignIn(
   const { result } = await auth.signIn({ email, password });
   if (result.case !== "tokens") throw new Error(`sign-in did not return tokens (${result.case})`);
   const tokens = create(TokensSchema, result.value);
+  // Access tokens need no remembering: anything shaped like a JWT counts as a leak.
+  rememberSecrets(password, tokens.refreshToken);
   return {
     userId: String(decodeJwt(tokens.accessToken).sub),
     email,

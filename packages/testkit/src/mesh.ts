@@ -5,8 +5,9 @@
 import { freePort, type Nats, type Smtp, startNats, startSmtp } from "@protomesh/devkit";
 import { type RunningGateway, readGatewayConfig, startGateway } from "@protomesh/gateway";
 import { addressVariable, meshServices, randomSecrets, type ServiceName } from "@protomesh/mesh";
-import { createLogger, type RunningService, startService } from "@protomesh/platform";
+import { type RunningService, startService } from "@protomesh/platform";
 import { testDatabases } from "./infra.ts";
+import { testLogLevel as level, testLogger } from "./logs.ts";
 
 export type { ServiceName };
 
@@ -46,8 +47,6 @@ export interface Mesh {
   ): Promise<RunningService>;
   stop(): Promise<void>;
 }
-
-const level = process.env.TEST_LOG_LEVEL ?? "silent";
 
 /** Starts a mesh; on any failure stops what already started. */
 export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
@@ -99,7 +98,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       const spec = module.create(module.readConfig({ ...env[name], ...o.env }));
       const hook = o.beforeAck ?? opts.beforeAck?.[name];
       if (hook) spec.beforeAck = hook;
-      spec.log = createLogger(name, level);
+      spec.log = testLogger(name);
       const svc = await startService(spec);
       stops.push(() => svc.stop());
       // Tests expect streams declared and listeners starting once start() returns.
@@ -123,7 +122,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
             ...opts.gatewayEnv,
           },
         ),
-        createLogger("gateway", level),
+        testLogger("gateway"),
       );
       const g = gateway;
       stops.push(() => g.stop());
