@@ -38,6 +38,12 @@ export {
   subjectOf,
   subscription,
 } from "./events.ts";
+export {
+  createGatewayCredentials,
+  createGatewayVerifier,
+  GATEWAY_TOKEN_HEADER,
+  GATEWAY_TOKEN_TTL_S,
+} from "./gateway-credentials.ts";
 export { createHealthClient, HEALTH } from "./health.ts";
 export { createHub, type Hub } from "./hub.ts";
 export { createLogger, type Logger } from "./logger.ts";
