@@ -5,22 +5,23 @@
 // client holding its "theoretical arrival time", advanced with compare-and-set. A limit of N per
 // minute allows a burst of N, then one call every 60/N s. A refusal is decided from what a replica
 // already knows when it can (the stored time only moves forward), so a client hammering a limit
-// costs no round trip; an admission always costs one compare-and-set.
+// costs no round trip; an admission costs one compare-and-set.
 //
-// General limits are counted locally first, in fixed one-minute windows, and each replica adds
-// its counts to the shared totals every second (RATE_LIMIT_SYNC_MS): a call costs no round trip,
-// and the shared total may be overshot by what the other replicas admitted in one sync interval.
-// A fixed window lets a client spend up to twice its limit around a window boundary.
+// General limits cost no round trip: sliding-window counters (one-minute windows, the previous
+// window's count weighted by how much of it still overlaps the last minute) counted locally, each
+// replica adding its counts to the shared per-window totals every RATE_LIMIT_SYNC_MS (1 s) and
+// reading them back. The shared total may be overshot by what the other replicas admitted within
+// one sync interval.
 //
 // NATS unreachable (or not yet connected): each replica keeps enforcing every limit on its own,
-// so N replicas admit up to N times a limit, and says so in logs and
-// gateway_rate_limit_store_errors_total. Strict limits degrade that way too rather than failing
-// closed: refusing every sign-in while NATS is down would be an outage of its own, and auth's
-// throttling of failed sign-ins per account and per address (in its database) stays exact.
+// so N replicas admit up to N times a limit; gateway_rate_limits_shared drops to 0 and a warning
+// is logged. Strict limits degrade that way too rather than failing closed: refusing every
+// sign-in while NATS is down would be an outage of its own, and auth's throttling of failed
+// sign-ins per account and per address (in its database) stays exact.
 import { Buffer } from "node:buffer";
 import { type Logger, metrics, retryLater } from "@protomesh/platform";
 import { type JetStreamClient, type KV, type NatsConnection, StorageType } from "nats";
-import { Counter } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 
 /** Calls per minute allowed per client address and per user; 0 turns a limit off. */
 export interface RateLimits {
@@ -60,9 +61,14 @@ const limited = new Counter({
   labelNames: ["rule"],
   registers: [metrics],
 });
+const shared = new Gauge({
+  name: "gateway_rate_limits_shared",
+  help: "1 while rate limits are shared through NATS; 0 while each replica limits on its own.",
+  registers: [metrics],
+});
 const storeErrors = new Counter({
   name: "gateway_rate_limit_store_errors_total",
-  help: "Rate-limit updates that could not reach NATS; limits were applied per replica meanwhile.",
+  help: "Rate-limit reads and writes that failed to reach NATS (decided locally instead).",
   registers: [metrics],
 });
 
@@ -122,22 +128,35 @@ export function createRateLimiter(limits: RateLimits, log: Logger): RateLimiter 
   let binding: Promise<void> | undefined;
   let js: JetStreamClient | undefined;
   let backoffUntil = 0;
-  let failing = false;
+  let sharing = false;
+  shared.set(0);
+  const setSharing = (now: boolean, err?: unknown) => {
+    if (now === sharing) return;
+    sharing = now;
+    shared.set(now ? 1 : 0);
+    if (now) log.info("rate limits: shared through NATS");
+    else
+      log.warn(
+        { err: (err as Error | undefined)?.message },
+        "rate limits: NATS unreachable; limiting per replica",
+      );
+  };
 
   // The store when it should be usable now, else undefined (decide locally).
   const usable = (): Store | undefined => {
-    if (!js || !connected() || Date.now() < backoffUntil) return undefined;
+    if (!js || Date.now() < backoffUntil) return undefined;
+    if (!connected()) {
+      setSharing(false, new Error("disconnected"));
+      return undefined;
+    }
     if (!store) {
       const client = js;
       binding ??= client.views
-        .kv(RATE_LIMIT_BUCKET, {
-          history: 1,
-          ttl: BUCKET_TTL_MS,
-          storage: StorageType.Memory,
-        })
+        .kv(RATE_LIMIT_BUCKET, { history: 1, ttl: BUCKET_TTL_MS, storage: StorageType.Memory })
         .then(
           (kv) => {
             store = kvStore(kv);
+            setSharing(true);
           },
           (err: unknown) => failed(err),
         )
@@ -153,14 +172,9 @@ export function createRateLimiter(limits: RateLimits, log: Logger): RateLimiter 
     backoffUntil = Date.now() + STORE_BACKOFF_MS;
     // The bucket may be gone (a NATS restart loses memory storage): bind, and create, again.
     store = undefined;
-    if (!failing)
-      log.warn({ err: (err as Error).message }, "rate limits: NATS unreachable; limiting per replica");
-    failing = true;
+    setSharing(false, err);
   };
-  const succeeded = () => {
-    if (failing) log.info("rate limits: shared through NATS again");
-    failing = false;
-  };
+  const succeeded = () => setSharing(true);
 
   const strict = createGcra(() => usable(), failed, succeeded);
   const general = createWindowCounters(() => usable(), failed, succeeded);
@@ -285,24 +299,26 @@ function createGcra(
 }
 
 /**
- * Fixed one-minute windows, counted locally and added to the shared totals on every sync.
- * Returns 0 when the call may go ahead, else the time left in the window.
+ * Sliding-window counters, counted locally and added to the shared totals on every sync.
+ * Returns 0 when the call may go ahead, else how long until it would be.
  */
 function createWindowCounters(
   storeNow: () => Store | undefined,
   failed: (err: unknown) => void,
   succeeded: () => void,
 ) {
-  // shared: the total last read from the store (this replica's pushed counts included);
-  // pending: admitted here and not pushed yet.
-  const slots = new Map<string, { window: number; shared: number; pending: number }>();
+  // shared: this window's total as last read from the store (this replica's pushed counts
+  // included); pending: admitted here, not pushed yet; previous: the last window's total.
+  interface Slot {
+    window: number;
+    shared: number;
+    pending: number;
+    previous: number;
+  }
+  const slots = new Map<string, Slot>();
   let syncing: Promise<void> | undefined;
 
-  const push = async (
-    store: Store,
-    key: string,
-    slot: { window: number; shared: number; pending: number },
-  ) => {
+  const push = async (store: Store, key: string, slot: Slot) => {
     const count = slot.pending;
     const storeKey = `${key}.${slot.window}`;
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
@@ -317,12 +333,12 @@ function createWindowCounters(
   };
 
   const syncNow = async () => {
-    const now = Date.now();
-    const window = Math.floor(now / WINDOW_MS);
+    const window = Math.floor(Date.now() / WINDOW_MS);
     const store = storeNow();
     const work: Promise<void>[] = [];
     for (const [key, slot] of slots) {
-      if (slot.window !== window) {
+      // Older than the last window: it weighs nothing any more.
+      if (slot.window < window - 1) {
         slots.delete(key);
         continue;
       }
@@ -341,13 +357,25 @@ function createWindowCounters(
       const now = Date.now();
       const window = Math.floor(now / WINDOW_MS);
       let slot = slots.get(key);
-      if (!slot || slot.window !== window) {
-        slot = { window, shared: 0, pending: 0 };
+      if (slot?.window !== window) {
+        const previous = slot?.window === window - 1 ? slot.shared + slot.pending : 0;
+        slot = { window, shared: 0, pending: 0, previous };
         slots.set(key, slot);
       }
-      if (slot.shared + slot.pending >= perMinute) return (window + 1) * WINDOW_MS - now;
-      slot.pending++;
-      return 0;
+      const elapsed = now - window * WINDOW_MS;
+      const current = slot.shared + slot.pending;
+      const weight = (WINDOW_MS - elapsed) / WINDOW_MS;
+      if (slot.previous * weight + current < perMinute) {
+        slot.pending++;
+        return 0;
+      }
+      // When the estimate falls below the limit: within this window as the previous one fades,
+      // or, if this window alone is full, as it fades in turn after its end.
+      const wait =
+        current >= perMinute
+          ? WINDOW_MS - elapsed + WINDOW_MS * (1 - perMinute / current)
+          : WINDOW_MS * (1 - (perMinute - current) / slot.previous) - elapsed;
+      return Math.max(1, Math.ceil(wait));
     },
     sync(): Promise<void> {
       syncing ??= syncNow().finally(() => {
