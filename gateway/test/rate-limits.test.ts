@@ -17,6 +17,7 @@ const STRICT = 3;
 const PER_USER = 4;
 const LIMITS = {
   TRUSTED_PROXIES: "127.0.0.1",
+  CORS_ORIGINS: "http://app.example",
   RATE_LIMIT_STRICT_IP_PER_MINUTE: String(STRICT),
   RATE_LIMIT_USER_PER_MINUTE: String(PER_USER),
   RATE_LIMIT_IP_PER_MINUTE: "1000",
@@ -152,14 +153,14 @@ test("refusals are counted by rule in the gateway's metrics", async () => {
   const metrics = await (await fetch(`${mesh.url}/metrics`)).text();
   assert.match(metrics, /gateway_rate_limited_total\{rule="strict_ip"\} [1-9]/);
   assert.match(metrics, /gateway_rate_limited_total\{rule="user"\} [1-9]/);
-  assert.match(metrics, /gateway_rate_limits_shared 1/);
+  assert.match(metrics, /^gateway_rate_limits_shared 1$/m);
 });
 
 test("with NATS down, each replica keeps limiting on its own and says so", async () => {
   const auth = gatewayClient(AuthService, mesh.url, "connect-json");
   await mesh.nats.stop();
   await waitUntil(
-    async () => /gateway_rate_limits_shared 0/.test(await (await fetch(`${mesh.url}/metrics`)).text()),
+    async () => /^gateway_rate_limits_shared 0$/m.test(await (await fetch(`${mesh.url}/metrics`)).text()),
     10_000,
     "the gateway to notice NATS is down",
   );
