@@ -4,6 +4,8 @@ import { parseTrustedProxies } from "./client-address.ts";
 import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
 import { defaultRateLimits, type RateLimits } from "./rate-limits.ts";
 
+const MAX_PER_MINUTE = 1_000_000_000;
+
 /** The gateway's configuration. */
 export interface GatewayConfig extends CommonConfig {
   /** grpc target of each upstream service, by service name (auth, user, notify…). */
@@ -52,19 +54,24 @@ export function readGatewayConfig(
     gatewaySecret: env.secret("GATEWAY_SECRET", 32),
     trustedProxies: env.list("TRUSTED_PROXIES"),
     rateLimits: {
-      ipPerMinute: env.int("RATE_LIMIT_IP_PER_MINUTE", defaultRateLimits.ipPerMinute, 0, 1_000_000),
-      userPerMinute: env.int("RATE_LIMIT_USER_PER_MINUTE", defaultRateLimits.userPerMinute, 0, 1_000_000),
+      ipPerMinute: env.int("RATE_LIMIT_IP_PER_MINUTE", defaultRateLimits.ipPerMinute, 0, MAX_PER_MINUTE),
+      userPerMinute: env.int(
+        "RATE_LIMIT_USER_PER_MINUTE",
+        defaultRateLimits.userPerMinute,
+        0,
+        MAX_PER_MINUTE,
+      ),
       strictIpPerMinute: env.int(
         "RATE_LIMIT_STRICT_IP_PER_MINUTE",
         defaultRateLimits.strictIpPerMinute,
         0,
-        1_000_000,
+        MAX_PER_MINUTE,
       ),
       strictUserPerMinute: env.int(
         "RATE_LIMIT_STRICT_USER_PER_MINUTE",
         defaultRateLimits.strictUserPerMinute,
         0,
-        1_000_000,
+        MAX_PER_MINUTE,
       ),
       syncMs: env.int("RATE_LIMIT_SYNC_MS", defaultRateLimits.syncMs, 50, 60_000),
     },
