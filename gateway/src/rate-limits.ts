@@ -92,7 +92,9 @@ function kvStore(kv: KV): Store {
     async get(key) {
       const e = await kv.get(key);
       if (e?.operation !== "PUT") return undefined;
-      return { value: Number(Buffer.from(e.value).toString()), revision: e.revision };
+      const value = Number(Buffer.from(e.value).toString());
+      // Only gateways write here; anything else is treated as no state rather than poison it.
+      return { value: Number.isFinite(value) ? value : 0, revision: e.revision };
     },
     async put(key, value, revision) {
       try {
