@@ -184,10 +184,11 @@ try {
   const databases = new Map<string, string>();
   for (const s of services) databases.set(s.name, await createDatabase(adminUrl, `protomesh_${s.name}`));
 
+  // The gateway gets GATEWAY_SECRET (its credential for the client address), never MESH_SECRET.
   const common = {
     HOST: "127.0.0.1",
     NATS_URL: natsUrl,
-    MESH_SECRET: devSecret("MESH_SECRET"),
+    GATEWAY_SECRET: devSecret("GATEWAY_SECRET"),
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
     ...Object.fromEntries(services.map((s) => [addressVariable(s.name), `dns:///127.0.0.1:${s.port}`])),
   };
@@ -197,6 +198,7 @@ try {
       `services/${s.name}/src/main.ts`,
       {
         ...common,
+        MESH_SECRET: devSecret("MESH_SECRET"),
         ...s.devEnv?.({ smtpUrl, secret: devSecret }),
         PORT: String(s.port),
         METRICS_PORT: String(s.metrics),

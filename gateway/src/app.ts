@@ -1,8 +1,10 @@
+import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { meshServices } from "@protomesh/mesh";
 import {
   connectNats,
   createAccessTokenVerifier,
+  createGatewayCredentials,
   createHealthClient,
   createJwksSource,
   createLogger,
@@ -14,9 +16,19 @@ import {
 } from "@protomesh/platform";
 import type { JSONWebKeySet } from "jose";
 import type { NatsConnection } from "nats";
+import { createClientAddress } from "./client-address.ts";
 import type { GatewayConfig } from "./config.ts";
 import { createDualServer, handleCors, stampRequest } from "./http.ts";
-import { authInterceptor, forwardRoutes, observeInterceptor } from "./routes.ts";
+import { createRateLimiter } from "./rate-limits.ts";
+import {
+  addressLimitInterceptor,
+  authInterceptor,
+  type Exchange,
+  exchangeKey,
+  forwardRoutes,
+  observeInterceptor,
+  userLimitInterceptor,
+} from "./routes.ts";
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -54,11 +66,14 @@ export async function startGateway(
   // when the gateway starts: it connects in the background, and until it knows past revocations
   // it refuses to judge tokens (UNAVAILABLE) rather than let a revoked one through.
   const revoked = createRevocationList();
+  // Limits are shared through NATS too; until it answers, each replica limits on its own.
+  const limiter = createRateLimiter(config.rateLimits, log);
   const stopEvents = new AbortController();
   let natsConnection: NatsConnection | undefined;
   const events = (async () => {
-    const { nc } = await connectNats(config.natsUrl, "gateway", log, stopEvents.signal);
+    const { nc, isConnected } = await connectNats(config.natsUrl, "gateway", log, stopEvents.signal);
     natsConnection = nc;
+    limiter.attach(nc, isConnected);
     // No JetStream check here: the listener looks streams up, and retries, on every attempt.
     const jsm = await nc.jetstreamManager({ checkAPI: false });
     return followRevocations(revoked, { js: nc.jetstream(), jsm, log });
@@ -98,6 +113,8 @@ export async function startGateway(
   const stopCalls = new AbortController();
   // Responses not yet finished, so a stop can wait for them before closing their connections.
   const inFlight = new Set<Promise<void>>();
+  const clientAddress = createClientAddress(config.trustedProxies);
+  const exchanges = new WeakMap<object, Exchange>();
   const connect = connectNodeAdapter({
     routes: forwardRoutes(
       upstreams,
@@ -107,8 +124,19 @@ export async function startGateway(
         maxStreamMs: config.maxStreamTimeoutMs,
       },
       stopStreams.signal,
+      createGatewayCredentials(config.gatewaySecret),
     ),
-    interceptors: [observeInterceptor(log, config.accessLog), authInterceptor(verifier)],
+    contextValues: (req) => {
+      const values = createContextValues();
+      const exchange = exchanges.get(req);
+      return exchange ? values.set(exchangeKey, exchange) : values;
+    },
+    interceptors: [
+      observeInterceptor(log, config.accessLog),
+      addressLimitInterceptor(limiter),
+      authInterceptor(verifier),
+      userLimitInterceptor(limiter),
+    ],
     readMaxBytes: config.maxRequestBytes,
     // A misspelt field that silently does nothing is worse than an error naming it.
     jsonOptions: { ignoreUnknownFields: false },
@@ -142,6 +170,16 @@ export async function startGateway(
     }
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
+    const forwarded = req.headers["x-forwarded-for"];
+    exchanges.set(req, {
+      clientIp: clientAddress(
+        req.socket.remoteAddress,
+        Array.isArray(forwarded) ? forwarded.join(",") : forwarded,
+      ),
+      setHeader: (name, value) => {
+        if (!res.headersSent) res.setHeader(name, value);
+      },
+    });
     // While draining, an HTTP/1.1 client is told to open its next request elsewhere.
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
     const done = new Promise<void>((resolve) => res.once("close", resolve));
@@ -197,6 +235,7 @@ export async function startGateway(
           u.health.close();
         }
         jwksSource.close();
+        await limiter.stop();
         stopEvents.abort();
         await (await events.catch(() => undefined))?.stop();
         await natsConnection?.close();

@@ -1,6 +1,10 @@
 import { addressVariable } from "@protomesh/mesh";
 import { type CommonConfig, envReader, readCommonConfig } from "@protomesh/platform";
+import { parseTrustedProxies } from "./client-address.ts";
 import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
+import { defaultRateLimits, type RateLimits } from "./rate-limits.ts";
+
+const MAX_PER_MINUTE = 1_000_000_000;
 
 /** The gateway's configuration. */
 export interface GatewayConfig extends CommonConfig {
@@ -17,6 +21,11 @@ export interface GatewayConfig extends CommonConfig {
   /** Cap on a stream's deadline; streams get none by default. */
   maxStreamTimeoutMs: number;
   accessLog: boolean;
+  /** Signs the credential that makes services believe the client address the gateway forwards. */
+  gatewaySecret: string;
+  /** Proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client; none by default. */
+  trustedProxies: string[];
+  rateLimits: RateLimits;
 }
 
 /** Reads and validates the gateway's environment; `services` are the upstreams it routes to. */
@@ -42,7 +51,32 @@ export function readGatewayConfig(
     maxTimeoutMs: env.int("MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
     maxStreamTimeoutMs: env.int("MAX_STREAM_TIMEOUT_MS", 3_600_000, 1_000, 7 * 86_400_000),
     accessLog: env.oneOf("ACCESS_LOG", ["on", "off"], "on") === "on",
+    gatewaySecret: env.secret("GATEWAY_SECRET", 32),
+    trustedProxies: env.list("TRUSTED_PROXIES"),
+    rateLimits: {
+      ipPerMinute: env.int("RATE_LIMIT_IP_PER_MINUTE", defaultRateLimits.ipPerMinute, 0, MAX_PER_MINUTE),
+      userPerMinute: env.int(
+        "RATE_LIMIT_USER_PER_MINUTE",
+        defaultRateLimits.userPerMinute,
+        0,
+        MAX_PER_MINUTE,
+      ),
+      strictIpPerMinute: env.int(
+        "RATE_LIMIT_STRICT_IP_PER_MINUTE",
+        defaultRateLimits.strictIpPerMinute,
+        0,
+        MAX_PER_MINUTE,
+      ),
+      strictUserPerMinute: env.int(
+        "RATE_LIMIT_STRICT_USER_PER_MINUTE",
+        defaultRateLimits.strictUserPerMinute,
+        0,
+        MAX_PER_MINUTE,
+      ),
+      syncMs: env.int("RATE_LIMIT_SYNC_MS", defaultRateLimits.syncMs, 50, 60_000),
+    },
   };
+  for (const problem of parseTrustedProxies(config.trustedProxies).problems) env.problem(problem);
   for (const origin of config.corsOrigins) {
     if (!isOriginPattern(origin)) {
       env.problem(

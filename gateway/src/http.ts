@@ -72,7 +72,10 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
   const allowed = originAllowed(origin, origins);
   if (allowed) {
     res.setHeader("access-control-allow-origin", origin);
-    res.setHeader("access-control-expose-headers", [...cors.exposedHeaders, REQUEST_ID_HEADER].join(", "));
+    res.setHeader(
+      "access-control-expose-headers",
+      [...cors.exposedHeaders, REQUEST_ID_HEADER, "retry-after"].join(", "),
+    );
   }
   if (req.method !== "OPTIONS") return false;
   if (!allowed) {
@@ -89,15 +92,11 @@ export function handleCors(req: Request, res: Response, origins: string[]): bool
   return true;
 }
 
-/**
- * Sets the headers upstream services trust: the client's address from the socket (whatever
- * the client claimed) and a request id (the client's if well-formed, else a new one).
- */
+/** Gives every request a request id (the client's if well-formed, else a new one), echoed back. */
 export function stampRequest(req: Request, res: Response): void {
   const offered = req.headers[REQUEST_ID_HEADER];
   const id = requestIdOf(typeof offered === "string" ? offered : undefined);
   req.headers[REQUEST_ID_HEADER] = id;
-  req.headers["x-forwarded-for"] = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
   res.setHeader(REQUEST_ID_HEADER, id);
 }
 

@@ -1,11 +1,13 @@
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { type DescMethod, type DescService, getOption } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
   type ConnectRouter,
+  createContextKey,
   type HandlerContext,
   type Interceptor,
 } from "@connectrpc/connect";
+import { RateLimit, rate_limit } from "@protomesh/contracts/options/v1/options_pb";
 import {
   Access,
   type AccessTokenVerifier,
@@ -13,12 +15,16 @@ import {
   bearerToken,
   type CallOptions,
   checkAccess,
+  GATEWAY_TOKEN_HEADER,
   type Logger,
   metrics,
   REQUEST_ID_HEADER,
+  USER_AGENT_HEADER,
   statusName,
+  type UserIdentity,
 } from "@protomesh/platform";
 import { Histogram } from "prom-client";
+import type { RateLimiter } from "./rate-limits.ts";
 
 type Forwarder = (request: unknown, options: CallOptions) => unknown;
 
@@ -36,13 +42,73 @@ const requestSeconds = new Histogram({
 /** True for methods the gateway exposes. */
 export const isExposed = (m: DescMethod) => accessOf(m) !== Access.INTERNAL;
 
+/** What the HTTP layer knows of a request that Connect does not: who sent it, and its response. */
+export interface Exchange {
+  /** The client's address (the socket's, or what a trusted proxy forwarded). */
+  clientIp: string;
+  /** Headers set here reach the HTTP response whatever the protocol (e.g. retry-after). */
+  setHeader(name: string, value: string): void;
+}
+
+/** The request's Exchange, set by the gateway for every request it hands to Connect. */
+export const exchangeKey = createContextKey<Exchange>({ clientIp: "", setHeader: () => {} });
+const userKey = createContextKey<UserIdentity | undefined>(undefined);
+
 /** Checks the caller's token for USER and ADMIN methods before anything is forwarded. */
 export function authInterceptor(verifier: AccessTokenVerifier): Interceptor {
   return (next) => async (req) => {
     const level = accessOf(req.method);
     if (level === Access.USER || level === Access.ADMIN) {
       const token = bearerToken(req.header.get("authorization"));
-      checkAccess(level, { user: token ? await verifier.verify(token) : undefined });
+      const user = token ? await verifier.verify(token) : undefined;
+      checkAccess(level, { user });
+      req.contextValues.set(userKey, user);
+    }
+    return next(req);
+  };
+}
+
+const strictMethods = new WeakMap<DescMethod, boolean>();
+/** Whether the method's contract asks for the strict limits (RATE_LIMIT_STRICT). */
+export function isStrict(method: DescMethod): boolean {
+  let strict = strictMethods.get(method);
+  if (strict === undefined) {
+    strict = getOption(method, rate_limit) === RateLimit.STRICT;
+    strictMethods.set(method, strict);
+  }
+  return strict;
+}
+
+/** Sends `retry-after` (seconds) with a refusal by a rate limit, then rethrows it. */
+async function withRetryAfter<T>(exchange: Exchange, check: Promise<T>): Promise<T> {
+  try {
+    return await check;
+  } catch (err) {
+    const seconds = (err as { retryAfterS?: number }).retryAfterS;
+    if (seconds !== undefined) exchange.setHeader("retry-after", String(seconds));
+    throw err;
+  }
+}
+
+/**
+ * Per-address limits, checked first: before the token is verified and anything is forwarded, so
+ * a flood costs the gateway as little as possible.
+ */
+export function addressLimitInterceptor(limiter: RateLimiter): Interceptor {
+  return (next) => async (req) => {
+    const exchange = req.contextValues.get(exchangeKey);
+    await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, isStrict(req.method)));
+    return next(req);
+  };
+}
+
+/** Per-user limits, once authInterceptor has verified who the user is (USER and ADMIN methods). */
+export function userLimitInterceptor(limiter: RateLimiter): Interceptor {
+  return (next) => async (req) => {
+    const user = req.contextValues.get(userKey);
+    if (user) {
+      const exchange = req.contextValues.get(exchangeKey);
+      await withRetryAfter(exchange, limiter.checkUser(user.userId, isStrict(req.method)));
     }
     return next(req);
   };
@@ -88,21 +154,29 @@ const GATEWAY_STOPPING = () => new ConnectError("the gateway is shutting down; r
 
 /**
  * Registers every exposed method of every upstream as a forwarder over grpc-js. The caller's
- * token, request id and address travel as metadata; the client's deadline is capped (a unary
- * call without one gets the default, a stream none); cancelling the request cancels the
- * upstream call. Streams end with UNAVAILABLE when `stopStreams` aborts (the gateway stops).
+ * token and request id travel as metadata, with the client's address and the gateway credential
+ * that makes services believe it; the client's deadline is capped (a unary call without one gets
+ * the default, a stream none); cancelling the request cancels the upstream call. Streams end
+ * with UNAVAILABLE when `stopStreams` aborts (the gateway stops).
  */
 export function forwardRoutes(
   upstreams: { service: DescService; client: UpstreamClient }[],
   timeouts: Timeouts,
   stopStreams: AbortSignal,
+  credentials: { token(): Promise<string> },
 ) {
-  const options = (ctx: HandlerContext, streaming: boolean): CallOptions => {
-    const headers: Record<string, string> = {};
-    for (const name of ["authorization", REQUEST_ID_HEADER, "x-forwarded-for"]) {
+  const options = async (ctx: HandlerContext, streaming: boolean): Promise<CallOptions> => {
+    const headers: Record<string, string> = {
+      "x-forwarded-for": ctx.values.get(exchangeKey).clientIp,
+      [GATEWAY_TOKEN_HEADER]: await credentials.token(),
+    };
+    for (const name of ["authorization", REQUEST_ID_HEADER]) {
       const v = ctx.requestHeader.get(name);
       if (v) headers[name] = v;
     }
+    // grpc-js sets its own user-agent, so the browser's travels under a name of ours.
+    const agent = ctx.requestHeader.get("user-agent");
+    if (agent) headers[USER_AGENT_HEADER] = agent.slice(0, 512);
     const asked = ctx.timeoutMs();
     const timeoutMs = streaming
       ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
@@ -124,7 +198,10 @@ export function forwardRoutes(
             stopStreams.addEventListener("abort", abort);
             if (ctx.signal.aborted) abort();
             try {
-              yield* call(req, { ...options(ctx, true), signal: ctl.signal }) as AsyncIterable<unknown>;
+              yield* call(req, {
+                ...(await options(ctx, true)),
+                signal: ctl.signal,
+              }) as AsyncIterable<unknown>;
             } catch (err) {
               throw stopStreams.aborted ? GATEWAY_STOPPING() : err;
             } finally {
@@ -133,8 +210,8 @@ export function forwardRoutes(
             }
           } as never);
         } else {
-          router.rpc(method, ((req: unknown, ctx: HandlerContext) =>
-            call(req, options(ctx, false))) as never);
+          router.rpc(method, (async (req: unknown, ctx: HandlerContext) =>
+            call(req, await options(ctx, false))) as never);
         }
       }
     }

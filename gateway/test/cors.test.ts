@@ -50,7 +50,7 @@ test("a bare * allows any origin; no pattern allows none", () => {
 });
 
 test("CORS_ORIGINS defaults to none and refuses entries that are not origins", () => {
-  const env = { NATS_URL: "nats://127.0.0.1:4222" };
+  const env = { NATS_URL: "nats://127.0.0.1:4222", GATEWAY_SECRET: "x".repeat(32) };
   assert.deepEqual(readGatewayConfig([], env).corsOrigins, []);
   assert.deepEqual(readGatewayConfig([], { ...env, CORS_ORIGINS: "http://localhost:*, *" }).corsOrigins, [
     "http://localhost:*",

@@ -13,7 +13,13 @@ let gateway: RunningGateway;
 let nats: Nats;
 before(async () => {
   nats = await startNats();
-  const env: Record<string, string> = { HOST: "127.0.0.1", PORT: "0", ACCESS_LOG: "off", NATS_URL: nats.url };
+  const env: Record<string, string> = {
+    HOST: "127.0.0.1",
+    PORT: "0",
+    ACCESS_LOG: "off",
+    NATS_URL: nats.url,
+    GATEWAY_SECRET: "x".repeat(32),
+  };
   for (const u of meshServices) env[`${u.name.toUpperCase()}_ADDR`] = "dns:///127.0.0.1:1";
   gateway = await startGateway(readGatewayConfig(meshServices, env), createLogger("gateway", "silent"));
 });

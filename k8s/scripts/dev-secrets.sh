@@ -4,10 +4,6 @@
 #   sh k8s/scripts/dev-secrets.sh [path]
 set -eu
 out=${1:-$(dirname "$0")/../overlays/dev/secrets.env}
-if [ -e "$out" ]; then
-  echo "$out exists; leaving it as it is"
-  exit 0
-fi
 # openssl when present, else node (which the repo needs anyway).
 rand_base64() {
   openssl rand -base64 "$1" 2>/dev/null ||
@@ -17,12 +13,24 @@ rand_hex() {
   openssl rand -hex "$1" 2>/dev/null ||
     node -e "process.stdout.write(require('node:crypto').randomBytes($1).toString('hex'))"
 }
+if [ -e "$out" ]; then
+  # Keys added since the file was written are appended; existing values stay as they are.
+  if ! grep -q '^GATEWAY_SECRET=' "$out"; then
+    [ -z "$(tail -c 1 "$out")" ] || echo >>"$out"
+    echo "GATEWAY_SECRET=$(rand_base64 36)" >>"$out"
+    echo "added GATEWAY_SECRET to $out"
+  fi
+  echo "$out exists; leaving its other values as they are"
+  exit 0
+fi
 mesh_secret=$(rand_base64 36) # 48 characters
+gateway_secret=$(rand_base64 36)
 key=$(rand_base64 32)
 password=$(rand_hex 24)
 umask 077
 cat >"$out" <<SECRETS
 MESH_SECRET=$mesh_secret
+GATEWAY_SECRET=$gateway_secret
 AUTH_KEY_ENCRYPTION_KEY=$key
 POSTGRES_PASSWORD=$password
 SMTP_URL=smtp://mailpit:1025

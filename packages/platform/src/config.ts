@@ -115,6 +115,8 @@ export interface BaseConfig extends CommonConfig {
   metricsPort: number;
   databaseUrl: string;
   meshSecret: string;
+  /** Verifies the gateway's credential, without which a forwarded client address is ignored. */
+  gatewaySecret: string;
   /** Replicas of the streams this service owns (3 on a NATS cluster). */
   streamReplicas: number;
 }
@@ -126,6 +128,7 @@ export function readBaseConfig(env: EnvReader, serviceName: string, defaultPort:
     metricsPort: env.int("METRICS_PORT", 9464, 0, 65535),
     databaseUrl: env.url("DATABASE_URL", ["postgres", "postgresql"]),
     meshSecret: env.secret("MESH_SECRET", 32),
+    gatewaySecret: env.secret("GATEWAY_SECRET", 32),
     streamReplicas: env.int("NATS_STREAM_REPLICAS", 1, 1, 5),
   };
 }

@@ -38,12 +38,18 @@ export {
   subjectOf,
   subscription,
 } from "./events.ts";
+export {
+  createGatewayCredentials,
+  createGatewayVerifier,
+  GATEWAY_TOKEN_HEADER,
+  GATEWAY_TOKEN_TTL_S,
+} from "./gateway-credentials.ts";
 export { createHealthClient, HEALTH } from "./health.ts";
 export { createHub, type Hub } from "./hub.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { metrics, statusName } from "./metrics.ts";
 export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
-export { bindService, type ServiceHandlers } from "./server.ts";
+export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.ts";
 export {
   createJwksSource,
   followRevocations,

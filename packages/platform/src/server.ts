@@ -1,4 +1,5 @@
 import { type EventEmitter, once } from "node:events";
+import { isIP } from "node:net";
 import {
   create,
   type DescMessage,
@@ -16,6 +17,7 @@ import { Access, accessOf, bearerToken, checkAccess } from "./access.ts";
 import type { AccessTokenVerifier, RevocationList, UserIdentity } from "./caller.ts";
 import { type CallContext, inboundCall, REQUEST_ID_HEADER, requestIdOf } from "./context.ts";
 import { Code, ConnectError, toPublicError } from "./errors.ts";
+import { GATEWAY_TOKEN_HEADER } from "./gateway-credentials.ts";
 import type { Logger } from "./logger.ts";
 import { rpcHandled, rpcSeconds, statusName } from "./metrics.ts";
 import { validateRequest } from "./validation.ts";
@@ -56,6 +58,8 @@ export interface CallerAuth {
   revoked?: RevocationList;
   /** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */
   meshToken: (token: string) => Promise<string>;
+  /** Checks a gateway credential (it vouches for x-forwarded-for only); throws UNAUTHENTICATED. */
+  gatewayToken: (token: string) => Promise<void>;
 }
 
 /** Counts the calls our handlers serve, so a stop knows when they are all done. */
@@ -124,14 +128,33 @@ function toGrpcError(err: ConnectError): Partial<grpc.StatusObject> & Error {
   });
 }
 
-function clientIp(call: { metadata: grpc.Metadata; getPeer(): string }): string {
+/**
+ * The end user's address and User-Agent: `x-forwarded-for` and `x-user-agent` only from a caller
+ * that proves it may set them (the gateway's credential, or a mesh service forwarding what it was
+ * given), otherwise the peer's address and no agent. A forged gateway credential fails the call rather than passing silently: a gateway
+ * with the wrong GATEWAY_SECRET would otherwise make every user look like one address.
+ */
+async function endUser(
+  call: { metadata: grpc.Metadata; getPeer(): string },
+  auth: CallerAuth,
+  service: string | undefined,
+): Promise<{ clientIp: string; userAgent: string }> {
+  const gateway = first(call.metadata, GATEWAY_TOKEN_HEADER);
+  if (gateway) await auth.gatewayToken(gateway);
+  const peer = plainAddress(call.getPeer().replace(/:\d+$/, ""));
+  // Only the gateway (proven by its credential) or a mesh service speaks for the end user.
+  if (!(gateway || service)) return { clientIp: peer, userAgent: "" };
+  const userAgent = first(call.metadata, USER_AGENT_HEADER)?.slice(0, 512) ?? "";
   const forwarded = first(call.metadata, "x-forwarded-for");
-  if (forwarded) return forwarded.split(",")[0]?.trim() ?? forwarded;
-  return call
-    .getPeer()
-    .replace(/^ipv[46]:/, "")
-    .replace(/:\d+$/, "");
+  if (!forwarded) return { clientIp: peer, userAgent };
+  // The gateway sends one address; a longer list is someone else's, and its first entry is the
+  // closest to the user.
+  const address = plainAddress(forwarded.split(",")[0]?.trim() ?? "");
+  return { clientIp: isIP(address) ? address : peer, userAgent };
 }
+
+/** An IPv4 address as such, not IPv4-mapped IPv6 (::ffff:1.2.3.4). */
+const plainAddress = (address: string) => address.replace(/^::ffff:(?=\d+\.)/i, "");
 
 const SHUTTING_DOWN = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
 
@@ -280,8 +303,7 @@ function createCallRunner(
       const ctx: CallContext = {
         requestId,
         ...who,
-        clientIp: clientIp(call),
-        userAgent: first(call.metadata, USER_AGENT_HEADER)?.slice(0, 512) ?? "",
+        ...(await endUser(call, auth, who.service)),
         deadline:
           deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
         signal: controller.signal,

@@ -26,6 +26,7 @@ import {
   subjectOf,
   subscription,
 } from "./events.ts";
+import { createGatewayVerifier } from "./gateway-credentials.ts";
 import { createHealth, type HealthCheck } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
@@ -296,7 +297,12 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
     addServices(
       server,
       parts.services,
-      { accessTokens, meshToken: createMeshVerifier(config.meshSecret), revoked },
+      {
+        accessTokens,
+        meshToken: createMeshVerifier(config.meshSecret),
+        gatewayToken: createGatewayVerifier(config.gatewaySecret),
+        revoked,
+      },
       log,
       { streams: stopStreams.signal, calls: stopCalls.signal, tracker },
     );

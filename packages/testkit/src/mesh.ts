@@ -18,6 +18,10 @@ export interface MeshOptions {
   gateway?: boolean;
   /** Settings of a service's own, on top of the mesh's (e.g. a short ACK_WAIT_MS). */
   env?: Partial<Record<ServiceName, Record<string, string>>>;
+  /**
+   * Settings of the gateway. Rate limits are off unless a test sets them (RATE_LIMIT_*), so
+   * tests that sign in many times from one address are not refused.
+   */
   gatewayEnv?: Record<string, string>;
   /** Test hook: runs inside a service after a consumer's transaction commits, before its ack. */
   beforeAck?: Partial<Record<ServiceName, (eventId: string) => Promise<void>>>;
@@ -35,6 +39,8 @@ export interface Mesh {
   url: string;
   /** The gRPC target of a service, e.g. "127.0.0.1:40123". */
   addr(name: ServiceName): string;
+  /** Starts another gateway replica on a free port (same NATS, secrets and upstreams). */
+  startGateway(env?: Record<string, string>): Promise<RunningGateway>;
   /** Starts (another instance of) a service, with extra settings and hooks. */
   start(
     name: ServiceName,
@@ -68,15 +74,16 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
     const addresses = Object.fromEntries(
       meshServices.map((s) => [addressVariable(s.name), `127.0.0.1:${ports[s.name]}`]),
     );
-    const common = {
+    // What the gateway and the services share; the gateway never gets MESH_SECRET.
+    const shared = {
       HOST: "127.0.0.1",
-      METRICS_PORT: "0",
       NATS_URL: nats.url,
-      MESH_SECRET: secret("MESH_SECRET"),
+      GATEWAY_SECRET: secret("GATEWAY_SECRET"),
       LOG_LEVEL: level,
       SHUTDOWN_TIMEOUT_MS: "2000",
       ...addresses,
     };
+    const common = { ...shared, METRICS_PORT: "0", MESH_SECRET: secret("MESH_SECRET") };
     const wanted = opts.services ?? meshServices.map((s) => s.name);
     const env = {} as Record<ServiceName, Record<string, string>>;
     for (const s of meshServices) {
@@ -109,24 +116,29 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
     };
     for (const name of wanted) await start(name);
 
-    let gateway: RunningGateway | undefined;
-    if (opts.gateway ?? true) {
-      gateway = await startGateway(
+    const startOneGateway = async (extra: Record<string, string> = {}) => {
+      const g = await startGateway(
         readGatewayConfig(
           meshServices.filter((s) => wanted.includes(s.name)),
           {
-            ...common,
+            ...shared,
             PORT: "0",
             CORS_ORIGINS: "http://app.example",
             MAX_REQUEST_BYTES: "65536",
+            RATE_LIMIT_IP_PER_MINUTE: "0",
+            RATE_LIMIT_USER_PER_MINUTE: "0",
+            RATE_LIMIT_STRICT_IP_PER_MINUTE: "0",
+            RATE_LIMIT_STRICT_USER_PER_MINUTE: "0",
             ...opts.gatewayEnv,
+            ...extra,
           },
         ),
         testLogger("gateway"),
       );
-      const g = gateway;
       stops.push(() => g.stop());
-    }
+      return g;
+    };
+    const gateway = (opts.gateway ?? true) ? await startOneGateway() : undefined;
 
     return {
       nats,
@@ -140,6 +152,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       },
       addr: (name) => `127.0.0.1:${services[name]?.port ?? ports[name]}`,
       start,
+      startGateway: startOneGateway,
       stop: stopAll,
     };
   } catch (err) {
