@@ -262,7 +262,7 @@ describe("logs", () => {
   let running: RunningService | undefined;
   after(() => running?.stop());
 
-  test("no code ever appears in the service's logs, even at trace level", async () => {
+  test("no code ever appears in the service's logs, even at trace level; outcomes show in metrics", async () => {
     const spec = otpModule.create(otpModule.readConfig({ ...mesh.env.otp, PORT: "0", LOG_LEVEL: "trace" }));
     const log = createLogger("otp", "trace");
     const lines: string[] = [];
@@ -283,6 +283,11 @@ describe("logs", () => {
       await traced.verify({ subject, purpose: Purpose.VERIFY_EMAIL, code });
     }
     traced.close();
+    const scraped = await (await fetch(`http://127.0.0.1:${running.metricsPort}/metrics`)).text();
+    const count = (labels: string) =>
+      Number(new RegExp(`^protomesh_otp_verifies_total\\{${labels}\\} (\\d+)$`, "m").exec(scraped)?.[1] ?? 0);
+    assert.ok(count('purpose="VERIFY_EMAIL",result="verified"') >= 5, "verified calls are counted");
+    assert.ok(count('purpose="VERIFY_EMAIL",result="wrong-code"') >= 5, "wrong codes are counted");
     await running.stop();
     const text = lines.join("");
     assert.match(text, /code issued/, "the capture sees the service's logs");
