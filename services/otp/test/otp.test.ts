@@ -26,6 +26,7 @@ import { assertCode, type Mesh, query, startMesh, waitUntil } from "@protomesh/t
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { otpModule } from "../src/app.ts";
+import { readOtpConfig } from "../src/config.ts";
 
 type Otp = ReturnType<typeof createServiceClient<typeof OtpService>>;
 
@@ -335,5 +336,34 @@ describe("expiry", () => {
       via.close();
       await watched.nc.close();
     }
+  });
+});
+
+describe("configuration", () => {
+  const base = {
+    DATABASE_URL: "postgres://localhost/protomesh_otp",
+    NATS_URL: "nats://localhost:4222",
+    MESH_SECRET: "m".repeat(32),
+  };
+
+  test("a missing or short OTP_HASH_KEY, and a bad OTP_* setting, stop the start naming each, never echoing the key", () => {
+    assert.throws(() => readOtpConfig(base), /OTP_HASH_KEY is required/);
+    const short = "short-secret-value";
+    assert.throws(
+      () => readOtpConfig({ ...base, OTP_HASH_KEY: short, OTP_TTL_S: "0", OTP_MAX_ATTEMPTS: "x" }),
+      (err: Error) =>
+        /OTP_HASH_KEY must be at least 32 characters/.test(err.message) &&
+        /OTP_TTL_S/.test(err.message) &&
+        /OTP_MAX_ATTEMPTS/.test(err.message) &&
+        !err.message.includes(short),
+    );
+  });
+
+  test("defaults: 10 minutes, a minute's cooldown, 5 tries per code, 10 per hour across codes", () => {
+    const c = readOtpConfig({ ...base, OTP_HASH_KEY: "k".repeat(32) });
+    assert.deepEqual(
+      [c.port, c.ttlS, c.resendCooldownS, c.maxIssuesPerHour, c.maxAttempts, c.maxFailures, c.failureWindowS],
+      [50054, 600, 60, 10, 5, 10, 3600],
+    );
   });
 });
