@@ -222,21 +222,22 @@ describe("callers and input", () => {
   });
 
   test("bad input gets INVALID_ARGUMENT naming the field", async () => {
-    const cases: [Promise<unknown>, RegExp][] = [
-      [otp.issue({ ...emailRequest(), purpose: Purpose.UNSPECIFIED }), /^purpose: /],
-      [otp.issue({ ...emailRequest(), channel: Channel.SMS }), /destination must be/],
+    // Thunks: a call made early and awaited late would reject unobserved.
+    const cases: [() => Promise<unknown>, RegExp][] = [
+      [() => otp.issue({ ...emailRequest(), purpose: Purpose.UNSPECIFIED }), /^purpose: /],
+      [() => otp.issue({ ...emailRequest(), channel: Channel.SMS }), /destination must be/],
       [
-        otp.issue({ ...emailRequest(), channel: Channel.EMAIL, destination: "+4915112345678" }),
+        () => otp.issue({ ...emailRequest(), channel: Channel.EMAIL, destination: "+4915112345678" }),
         /destination/,
       ],
-      [otp.issue({ ...emailRequest(), subject: "" }), /^subject: /],
-      [otp.issue({ ...emailRequest(), userId: "not-a-uuid" }), /^user_id: /],
-      [otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345" }), /^code: /],
-      [otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345a" }), /^code: /],
-      [otp.verify({ subject: "s", purpose: Purpose.UNSPECIFIED, code: "123456" }), /^purpose: /],
+      [() => otp.issue({ ...emailRequest(), subject: "" }), /^subject: /],
+      [() => otp.issue({ ...emailRequest(), userId: "not-a-uuid" }), /^user_id: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345" }), /^code: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345a" }), /^code: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.UNSPECIFIED, code: "123456" }), /^purpose: /],
     ];
     for (const [call, message] of cases) {
-      const err = await assertCode(call, Code.InvalidArgument);
+      const err = await assertCode(call(), Code.InvalidArgument);
       assert.match(err.rawMessage, message);
     }
   });
