@@ -1,8 +1,9 @@
 import { createHmac, randomInt, randomUUID, timingSafeEqual } from "node:crypto";
-import type { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
+import { type OtpService, Purpose } from "@protomesh/contracts/otp/v1/otp_pb";
 import { type Logger, retryLater, type ServiceHandlers } from "@protomesh/platform";
 import type { OtpConfig } from "./config.ts";
 import { toIssueResponse, toOtpIssued, toVerifyResponse, type VerifyOutcome } from "./convert.ts";
+import { otpIssues, otpVerifies } from "./otp-metrics.ts";
 import type { KeySession, OtpStore, WindowCount } from "./pg-otp-store.ts";
 
 const HOUR_MS = 3_600_000;
@@ -53,6 +54,7 @@ export function createOtpHandlers(deps: {
         const issues = await issuesOfLastHour(s);
         const allowedAt = nextIssueAt(issues);
         if (allowedAt > s.now) {
+          otpIssues.inc({ purpose: Purpose[req.purpose], outcome: "refused" });
           throw retryLater(
             "a code was sent recently for this subject and purpose; try again later",
             allowedAt.getTime() - s.now.getTime(),
@@ -75,6 +77,7 @@ export function createOtpHandlers(deps: {
             expiresAt,
           }),
         );
+        otpIssues.inc({ purpose: Purpose[req.purpose], outcome: "issued" });
         log.info({ codeId: id, purpose: req.purpose, channel: req.channel }, "code issued");
         const resendAt = nextIssueAt({
           count: issues.count + 1,
@@ -109,6 +112,7 @@ export function createOtpHandlers(deps: {
           log.warn({ codeId: code.id, purpose: req.purpose }, "code locked after wrong tries");
         return { kind: "wrong-code", attemptsLeft: Math.max(0, attemptsLeft) };
       });
+      otpVerifies.inc({ purpose: Purpose[req.purpose], result: outcome.kind });
       return toVerifyResponse(outcome);
     },
   };

@@ -26,6 +26,7 @@ import { assertCode, type Mesh, query, startMesh, waitUntil } from "@protomesh/t
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { otpModule } from "../src/app.ts";
+import { readOtpConfig } from "../src/config.ts";
 
 type Otp = ReturnType<typeof createServiceClient<typeof OtpService>>;
 
@@ -221,21 +222,22 @@ describe("callers and input", () => {
   });
 
   test("bad input gets INVALID_ARGUMENT naming the field", async () => {
-    const cases: [Promise<unknown>, RegExp][] = [
-      [otp.issue({ ...emailRequest(), purpose: Purpose.UNSPECIFIED }), /^purpose: /],
-      [otp.issue({ ...emailRequest(), channel: Channel.SMS }), /destination must be/],
+    // Thunks: a call made early and awaited late would reject unobserved.
+    const cases: [() => Promise<unknown>, RegExp][] = [
+      [() => otp.issue({ ...emailRequest(), purpose: Purpose.UNSPECIFIED }), /^purpose: /],
+      [() => otp.issue({ ...emailRequest(), channel: Channel.SMS }), /destination must be/],
       [
-        otp.issue({ ...emailRequest(), channel: Channel.EMAIL, destination: "+4915112345678" }),
+        () => otp.issue({ ...emailRequest(), channel: Channel.EMAIL, destination: "+4915112345678" }),
         /destination/,
       ],
-      [otp.issue({ ...emailRequest(), subject: "" }), /^subject: /],
-      [otp.issue({ ...emailRequest(), userId: "not-a-uuid" }), /^user_id: /],
-      [otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345" }), /^code: /],
-      [otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345a" }), /^code: /],
-      [otp.verify({ subject: "s", purpose: Purpose.UNSPECIFIED, code: "123456" }), /^purpose: /],
+      [() => otp.issue({ ...emailRequest(), subject: "" }), /^subject: /],
+      [() => otp.issue({ ...emailRequest(), userId: "not-a-uuid" }), /^user_id: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345" }), /^code: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.VERIFY_EMAIL, code: "12345a" }), /^code: /],
+      [() => otp.verify({ subject: "s", purpose: Purpose.UNSPECIFIED, code: "123456" }), /^purpose: /],
     ];
     for (const [call, message] of cases) {
-      const err = await assertCode(call, Code.InvalidArgument);
+      const err = await assertCode(call(), Code.InvalidArgument);
       assert.match(err.rawMessage, message);
     }
   });
@@ -262,7 +264,7 @@ describe("logs", () => {
   let running: RunningService | undefined;
   after(() => running?.stop());
 
-  test("no code ever appears in the service's logs, even at trace level", async () => {
+  test("no code ever appears in the service's logs, even at trace level; outcomes show in metrics", async () => {
     const spec = otpModule.create(otpModule.readConfig({ ...mesh.env.otp, PORT: "0", LOG_LEVEL: "trace" }));
     const log = createLogger("otp", "trace");
     const lines: string[] = [];
@@ -283,6 +285,11 @@ describe("logs", () => {
       await traced.verify({ subject, purpose: Purpose.VERIFY_EMAIL, code });
     }
     traced.close();
+    const scraped = await (await fetch(`http://127.0.0.1:${running.metricsPort}/metrics`)).text();
+    const count = (labels: string) =>
+      Number(new RegExp(`^protomesh_otp_verifies_total\\{${labels}\\} (\\d+)$`, "m").exec(scraped)?.[1] ?? 0);
+    assert.ok(count('purpose="VERIFY_EMAIL",result="verified"') >= 5, "verified calls are counted");
+    assert.ok(count('purpose="VERIFY_EMAIL",result="wrong-code"') >= 5, "wrong codes are counted");
     await running.stop();
     const text = lines.join("");
     assert.match(text, /code issued/, "the capture sees the service's logs");
@@ -330,5 +337,34 @@ describe("expiry", () => {
       via.close();
       await watched.nc.close();
     }
+  });
+});
+
+describe("configuration", () => {
+  const base = {
+    DATABASE_URL: "postgres://localhost/protomesh_otp",
+    NATS_URL: "nats://localhost:4222",
+    MESH_SECRET: "m".repeat(32),
+  };
+
+  test("a missing or short OTP_HASH_KEY, and a bad OTP_* setting, stop the start naming each, never echoing the key", () => {
+    assert.throws(() => readOtpConfig(base), /OTP_HASH_KEY is required/);
+    const short = "short-secret-value";
+    assert.throws(
+      () => readOtpConfig({ ...base, OTP_HASH_KEY: short, OTP_TTL_S: "0", OTP_MAX_ATTEMPTS: "x" }),
+      (err: Error) =>
+        /OTP_HASH_KEY must be at least 32 characters/.test(err.message) &&
+        /OTP_TTL_S/.test(err.message) &&
+        /OTP_MAX_ATTEMPTS/.test(err.message) &&
+        !err.message.includes(short),
+    );
+  });
+
+  test("defaults: 10 minutes, a minute's cooldown, 5 tries per code, 10 per hour across codes", () => {
+    const c = readOtpConfig({ ...base, OTP_HASH_KEY: "k".repeat(32) });
+    assert.deepEqual(
+      [c.port, c.ttlS, c.resendCooldownS, c.maxIssuesPerHour, c.maxAttempts, c.maxFailures, c.failureWindowS],
+      [50054, 600, 60, 10, 5, 10, 3600],
+    );
   });
 });
