@@ -1,4 +1,11 @@
-import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey, jwtVerify, SignJWT } from "jose";
+import {
+  createLocalJWKSet,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+  SignJWT,
+} from "jose";
 import { Code, ConnectError } from "./errors.ts";
 
 /** A signed-in user, as proven by a verified access token. */
@@ -7,6 +14,8 @@ export interface UserIdentity {
   sessionId: string;
   roles: string[];
   tokenId: string;
+  /** True only when auth vouched for the email address (`email_verified` claim exactly true). */
+  emailVerified: boolean;
   issuedAt: Date;
   expiresAt: Date;
 }
@@ -20,6 +29,11 @@ export interface AccessTokenVerifier {
 export const ACCESS_TOKEN_TYPE = "at+jwt";
 /** The only algorithm access tokens may use; pinned so that `none` or HS256 can never verify. */
 export const ACCESS_TOKEN_ALG = "EdDSA";
+
+/** The longest an access token may live (auth caps ACCESS_TOKEN_TTL_S at this). */
+export const MAX_ACCESS_TOKEN_TTL_MS = 3_600_000;
+/** How far another host's clock may run ahead of ours before its `iat` counts as the future. */
+const CLOCK_SKEW_S = 30;
 
 const JWKS_MAX_AGE_MS = 5 * 60_000;
 const VERIFIED_CACHE_SIZE = 10_000;
@@ -111,12 +125,16 @@ export function createAccessTokenVerifier(opts: {
         throw new ConnectError("invalid access token", Code.Unauthenticated);
       }
       const { payload } = result;
+      if (!issuedWithin(payload, MAX_ACCESS_TOKEN_TTL_MS / 1000)) {
+        throw new ConnectError("invalid access token", Code.Unauthenticated);
+      }
       const roles = Array.isArray(payload.roles) ? payload.roles.filter((r) => typeof r === "string") : [];
       const identity: UserIdentity = {
         userId: String(payload.sub),
         sessionId: String(payload.sid),
         roles,
         tokenId: String(payload.jti),
+        emailVerified: payload.email_verified === true,
         issuedAt: new Date((payload.iat ?? 0) * 1000),
         expiresAt: new Date((payload.exp ?? 0) * 1000),
       };
@@ -125,6 +143,17 @@ export function createAccessTokenVerifier(opts: {
       return refuseRevoked(identity);
     },
   };
+}
+
+/**
+ * True when a verified token's claims say it was issued for no longer than we ever issue
+ * tokens, and not in the future: a leaked signing key or a mistaken issuer must not yield
+ * tokens that outlive every rotation and revocation.
+ */
+function issuedWithin(payload: JWTPayload, maxLifetimeS: number): boolean {
+  const { iat, exp } = payload;
+  if (typeof iat !== "number" || typeof exp !== "number") return false;
+  return exp - iat <= maxLifetimeS && exp > iat && iat <= Date.now() / 1000 + CLOCK_SKEW_S;
 }
 
 /** Session ids whose access tokens must be refused although they have not expired yet. */
@@ -260,8 +289,9 @@ export function createMeshVerifier(secret: string): (token: string) => Promise<s
         algorithms: ["HS256"],
         audience: MESH_AUDIENCE,
         typ: "mesh+jwt",
-        requiredClaims: ["sub", "exp"],
+        requiredClaims: ["sub", "iat", "exp"],
       });
+      if (!issuedWithin(payload, MESH_TOKEN_TTL_S)) throw new Error("mesh token lifetime");
       return String(payload.sub);
     } catch {
       throw new ConnectError("invalid mesh credentials", Code.Unauthenticated);

@@ -13,7 +13,7 @@ import {
 } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { inboundCall, REQUEST_ID_HEADER } from "./context.ts";
-import { type Code, ConnectError } from "./errors.ts";
+import { type Code, type ConnectError, errorWithDetails, STATUS_DETAILS_TRAILER } from "./errors.ts";
 import { MESH_TOKEN_HEADER } from "./server.ts";
 
 /** Per-call options; deadline and cancellation of the inbound call apply on top of these. */
@@ -50,7 +50,12 @@ export interface ClientOptions {
 
 /** Maps a grpc-js error to the ConnectError that handlers and tests reason about. */
 export function fromGrpcError(err: grpc.ServiceError): ConnectError {
-  return new ConnectError(err.details || err.message, err.code as number as Code);
+  const status = err.metadata?.get(STATUS_DETAILS_TRAILER)[0];
+  return errorWithDetails(
+    err.details || err.message,
+    err.code as number as Code,
+    Buffer.isBuffer(status) ? status : undefined,
+  );
 }
 
 /**

@@ -33,6 +33,16 @@ export function requireUser(ctx: CallContext): UserIdentity {
   return ctx.user;
 }
 
+/**
+ * The signed-in user whose email address is verified: FAILED_PRECONDITION otherwise (a user
+ * who has not proven the address yet may sign in, but not do what needs it).
+ */
+export function requireVerifiedEmail(ctx: CallContext): UserIdentity {
+  const user = requireUser(ctx);
+  if (!user.emailVerified) throw new ConnectError("verify your email address first", Code.FailedPrecondition);
+  return user;
+}
+
 /** The inbound call being served, so outbound calls inherit its deadline and cancellation. */
 export interface InboundCall {
   call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;

@@ -1,6 +1,8 @@
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RetryInfoSchema } from "@protomesh/contracts/google/rpc/error_details_pb";
+import { StatusSchema } from "@protomesh/contracts/google/rpc/status_pb";
 import type { Logger } from "./logger.ts";
 
 export { Code, ConnectError };
@@ -42,4 +44,54 @@ export function retryDelayMs(err: ConnectError): number | undefined {
   const info = err.findDetails(RetryInfoSchema)[0];
   if (!info?.retryDelay) return undefined;
   return Number(info.retryDelay.seconds) * 1000 + Math.ceil(info.retryDelay.nanos / 1e6);
+}
+
+/** The gRPC trailer that carries an error's details as a google.rpc.Status. */
+export const STATUS_DETAILS_TRAILER = "grpc-status-details-bin";
+
+/** Internal errors say nothing beyond "internal error", on any hop. */
+const mayCarryDetails = (code: Code) => code !== Code.Internal && code !== Code.Unknown;
+
+/**
+ * The google.rpc.Status bytes for an error's details (the standard `grpc-status-details-bin`
+ * trailer), or undefined when it has none to send.
+ */
+export function encodeStatusDetails(err: ConnectError): Uint8Array | undefined {
+  if (err.details.length === 0 || !mayCarryDetails(err.code)) return undefined;
+  return toBinary(
+    StatusSchema,
+    create(StatusSchema, {
+      code: err.code,
+      message: err.rawMessage,
+      // Details decoded from an upstream's trailer are passed on as they came.
+      details: err.details.map((d) =>
+        "desc" in d
+          ? anyPack(d.desc, create(d.desc, d.value))
+          : { typeUrl: `type.googleapis.com/${d.type}`, value: d.value },
+      ),
+    }),
+  );
+}
+
+/**
+ * An error as received over gRPC, with the details of its `grpc-status-details-bin` trailer,
+ * so that they reach the next hop (and through the gateway, the client). A trailer that does
+ * not decode is ignored: the code and message still hold.
+ */
+export function errorWithDetails(
+  message: string,
+  code: Code,
+  statusDetails: Uint8Array | undefined,
+): ConnectError {
+  const err = new ConnectError(message, code);
+  if (!statusDetails || !mayCarryDetails(code)) return err;
+  try {
+    err.details = fromBinary(StatusSchema, statusDetails).details.map((any) => ({
+      type: any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1),
+      value: any.value,
+    }));
+  } catch {
+    // Keep the error without details.
+  }
+  return err;
 }

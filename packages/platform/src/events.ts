@@ -208,6 +208,21 @@ export interface ConsumerSpec<D extends DescMessage = DescMessage> {
   event: D;
   /** Runs inside the transaction that records the event as processed. */
   handle: (event: MessageShape<D>, meta: EventMeta, tx: Tx) => Promise<void>;
+  /**
+   * How many events this replica handles at once (default 8). Enough messages are pulled to
+   * keep them all busy; each holds a database connection while it runs, so keep it well under
+   * the pool size.
+   */
+  concurrency?: number;
+  /**
+   * Events with the same key (e.g. the user id) are handled one at a time, in the order this
+   * replica received them; different keys run in parallel. A failed event is retried in place
+   * (after its backoff, up to maxDeliver) before the next one of its key runs, so a retry never
+   * overtakes nor is overtaken; other keys go on meanwhile. Without it, events run in any order.
+   * The order holds per replica: with several replicas, JetStream spreads one key's events
+   * among them.
+   */
+  orderKey?: (event: MessageShape<D>) => string;
   maxDeliver?: number;
   backoffMs?: number[];
   ackWaitMs?: number;
@@ -313,9 +328,36 @@ function runListener(
 }
 
 /**
+ * A pool's connections for consumer transactions: at most all but two, shared by every consumer
+ * of the pool, so that parallel handlers neither starve the calls the service serves nor fail on
+ * the pool's connect timeout while others hold the connections.
+ */
+const consumerSlots = new WeakMap<Pool, { free: number; waiters: Array<() => void> }>();
+
+async function withConsumerSlot<T>(pool: Pool, fn: () => Promise<T>): Promise<T> {
+  let slots = consumerSlots.get(pool);
+  if (!slots) {
+    slots = { free: Math.max(1, (pool.options.max ?? 10) - 2), waiters: [] };
+    consumerSlots.set(pool, slots);
+  }
+  const s = slots;
+  if (s.free > 0) s.free--;
+  else await new Promise<void>((resolve) => s.waiters.push(resolve));
+  try {
+    return await fn();
+  } finally {
+    // The slot passes straight to the next waiter, or back to the pool of free ones.
+    const next = s.waiters.shift();
+    if (next) next();
+    else s.free++;
+  }
+}
+
+/**
  * Runs a durable JetStream consumer: explicit acks, idempotent by event id (a processed_events
  * row written in the handler's transaction), retries with backoff, and after maxDeliver
- * failures a dead letter pointing at the event.
+ * failures a dead letter pointing at the event. Up to `concurrency` events run at once, one at
+ * a time per `orderKey`; a stop waits for the handlers running and hands the rest back.
  */
 export function startConsumer(
   spec: ConsumerSpec,
@@ -326,12 +368,20 @@ export function startConsumer(
   const subject = subjectOf(spec.event);
   const maxDeliver = spec.maxDeliver ?? 5;
   const backoffMs = spec.backoffMs ?? [1_000, 5_000, 30_000, 60_000];
+  const concurrency = spec.concurrency ?? 8;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) {
+    throw new Error(`${spec.durable}: concurrency must be an integer from 1 to 256`);
+  }
+  // Messages held at once (running, waiting for their key or a slot): more than the slots, so
+  // that one slow key does not keep the others from being pulled.
+  const holdLimit = Math.max(32, concurrency * 4);
+  const ackWaitMs = spec.ackWaitMs ?? 30_000;
   const config = {
     durable_name: spec.durable,
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     filter_subject: subject,
-    ack_wait: (spec.ackWaitMs ?? 30_000) * 1e6,
+    ack_wait: ackWaitMs * 1e6,
     // The server's own bound, in case the process dies on every attempt (a poison message).
     max_deliver: maxDeliver + 1,
   };
@@ -357,45 +407,164 @@ export function startConsumer(
     log.error({ eventId, reason }, "event dead-lettered");
   };
 
-  const handleOne = async (m: JsMsg) => {
-    const meta = metaOf(m);
-    let event: MessageShape<DescMessage>;
-    try {
-      event = fromBinary(spec.event, m.data);
-    } catch (err) {
-      await deadLetter(m, meta.eventId, `undecodable: ${(err as Error).message}`);
-      return;
-    }
+  /** An event held by this replica until it is acked, naked or dead-lettered. */
+  interface Job {
+    m: JsMsg;
+    event: MessageShape<DescMessage>;
+    key: string | undefined;
+    /** Failed attempts retried in place (keyed events), on top of JetStream's deliveries. */
+    retried: number;
+  }
+
+  /** Handles one attempt; returns the delay before retrying in place, if it should be. */
+  const attempt = async (job: Job): Promise<number | undefined> => {
+    const { m, event } = job;
+    const meta = { ...metaOf(m), deliveryCount: m.info.deliveryCount + job.retried };
     let fresh = true;
     try {
-      await withTransaction(pool, async (tx) => {
-        const row = await tx.query(
-          "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-          [spec.durable, meta.eventId],
-        );
-        fresh = row.rowCount !== 0;
-        if (fresh) await spec.handle(event, meta, tx);
-      });
+      await withConsumerSlot(pool, () =>
+        withTransaction(pool, async (tx) => {
+          const row = await tx.query(
+            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [spec.durable, meta.eventId],
+          );
+          fresh = row.rowCount !== 0;
+          if (fresh) await spec.handle(event, meta, tx);
+        }),
+      );
     } catch (err) {
-      if (m.info.deliveryCount >= maxDeliver) {
+      if (meta.deliveryCount >= maxDeliver) {
         await deadLetter(m, meta.eventId, (err as Error).message ?? String(err));
-      } else {
-        const delay = backoffMs[Math.min(m.info.deliveryCount - 1, backoffMs.length - 1)] ?? 1_000;
-        log.warn(
-          { err, eventId: meta.eventId, attempt: m.info.deliveryCount },
-          "event handling failed; will retry",
-        );
-        counted("retry");
-        m.nak(delay);
+        return undefined;
       }
-      return;
+      const delay = backoffMs[Math.min(meta.deliveryCount - 1, backoffMs.length - 1)] ?? 1_000;
+      log.warn(
+        { err, eventId: meta.eventId, attempt: meta.deliveryCount },
+        "event handling failed; will retry",
+      );
+      counted("retry");
+      // A keyed event keeps its place: a redelivery would come after the key's later events.
+      if (job.key !== undefined) return delay;
+      m.nak(delay);
+      return undefined;
     }
     await deps.beforeAck?.(meta.eventId);
     m.ack();
     counted(fresh ? "ok" : "duplicate");
+    return undefined;
   };
 
-  return runListener(
+  // After a kill the connection is closed: what cannot be handed back is redelivered after ack_wait.
+  const handBack = (m: JsMsg) => {
+    try {
+      m.nak();
+    } catch {}
+  };
+  const stopping = new AbortController();
+  let running = 0;
+  let held = 0;
+  const runnable: Job[] = [];
+  /** Keys with an event running or retrying, and the events of that key waiting behind it. */
+  const busyKeys = new Map<string, Job[]>();
+  /** Held but not running: kept alive with in-progress acks so JetStream does not redeliver them. */
+  const waiting = new Set<JsMsg>();
+  let wakeAdmit: (() => void) | undefined;
+  const idleWaiters: Array<() => void> = [];
+
+  const enqueue = (job: Job) => {
+    waiting.add(job.m);
+    runnable.push(job);
+    pump();
+  };
+  /** Releases a settled event: the next of its key becomes runnable, and the slot is free. */
+  const release = (job: Job) => {
+    held--;
+    waiting.delete(job.m);
+    if (job.key !== undefined) {
+      const next = busyKeys.get(job.key)?.shift();
+      if (next) enqueue(next);
+      else busyKeys.delete(job.key);
+    }
+    wakeAdmit?.();
+    if (held === 0) for (const wake of idleWaiters.splice(0)) wake();
+  };
+  const execute = async (job: Job) => {
+    let retryIn: number | undefined;
+    try {
+      retryIn = await attempt(job);
+    } catch (err) {
+      log.error({ err }, "failed to settle a message");
+    }
+    running--;
+    if (retryIn !== undefined && !stopping.signal.aborted) {
+      job.retried++;
+      waiting.add(job.m);
+      pump();
+      await sleep(retryIn, stopping.signal);
+      if (!stopping.signal.aborted) {
+        enqueue(job);
+        return;
+      }
+    }
+    if (retryIn !== undefined) handBack(job.m);
+    release(job);
+    pump();
+  };
+  function pump() {
+    while (running < concurrency && runnable.length > 0 && !stopping.signal.aborted) {
+      const job = runnable.shift() as Job;
+      waiting.delete(job.m);
+      running++;
+      void execute(job);
+    }
+  }
+
+  /** Takes a delivered message in once there is room; it runs when a slot and its key are free. */
+  const admit = async (m: JsMsg) => {
+    while (held >= holdLimit && !stopping.signal.aborted) {
+      await new Promise<void>((resolve) => {
+        wakeAdmit = resolve;
+      });
+    }
+    wakeAdmit = undefined;
+    if (stopping.signal.aborted) return handBack(m);
+    let event: MessageShape<DescMessage>;
+    let key: string | undefined;
+    try {
+      event = fromBinary(spec.event, m.data);
+    } catch (err) {
+      await deadLetter(m, eventIdOf(m), `undecodable: ${(err as Error).message}`);
+      return;
+    }
+    try {
+      key = spec.orderKey?.(event);
+    } catch (err) {
+      await deadLetter(m, eventIdOf(m), `no order key: ${(err as Error).message}`);
+      return;
+    }
+    held++;
+    const job: Job = { m, event, key, retried: 0 };
+    if (key === undefined) return enqueue(job);
+    const behind = busyKeys.get(key);
+    if (behind) {
+      behind.push(job);
+      waiting.add(m);
+    } else {
+      busyKeys.set(key, []);
+      enqueue(job);
+    }
+  };
+
+  const heartbeat = setInterval(() => {
+    try {
+      for (const m of waiting) m.working();
+    } catch {
+      // Disconnected: JetStream redelivers after ack_wait, and the dedupe makes that harmless.
+    }
+  }, ackWaitMs / 3);
+  heartbeat.unref();
+
+  const listener = runListener(
     spec.durable,
     subject,
     deps,
@@ -409,10 +578,26 @@ export function startConsumer(
       } catch {
         await jsm.consumers.add(stream, config);
       }
-      return (await js.consumers.get(stream, spec.durable)).consume({ max_messages: 32 });
+      return (await js.consumers.get(stream, spec.durable)).consume({ max_messages: holdLimit });
     },
-    handleOne,
+    admit,
   );
+  return {
+    ...listener,
+    async stop() {
+      stopping.abort();
+      wakeAdmit?.();
+      await listener.stop();
+      // What has not started goes back to JetStream at once, for this or another replica.
+      const unstarted = [...runnable.splice(0), ...[...busyKeys.values()].flatMap((q) => q.splice(0))];
+      for (const job of unstarted) {
+        handBack(job.m);
+        release(job);
+      }
+      if (held > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
+      clearInterval(heartbeat);
+    },
+  };
 }
 
 /** Runs a per-replica subscription on an ordered, ephemeral JetStream consumer. */

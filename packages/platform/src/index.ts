@@ -8,6 +8,7 @@ export {
   createAccessTokenVerifier,
   createMeshCredentials,
   createRevocationList,
+  MAX_ACCESS_TOKEN_TTL_MS,
   type RevocationList,
   type UserIdentity,
 } from "./caller.ts";
@@ -22,7 +23,13 @@ export {
   readCommonConfig,
   readServiceConfig,
 } from "./config.ts";
-export { type CallContext, REQUEST_ID_HEADER, requestIdOf, requireUser } from "./context.ts";
+export {
+  type CallContext,
+  REQUEST_ID_HEADER,
+  requestIdOf,
+  requireUser,
+  requireVerifiedEmail,
+} from "./context.ts";
 export { createPool, type Pool, type Tx, withTransaction } from "./db.ts";
 export { type DeadLetter, listDeadLetters, replayDeadLetter } from "./dead-letters.ts";
 export { Code, ConnectError, fail, retryDelayMs, retryLater } from "./errors.ts";
@@ -53,7 +60,6 @@ export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.t
 export {
   createJwksSource,
   followRevocations,
-  MAX_ACCESS_TOKEN_TTL_MS,
   type RunningService,
   runMain,
   type ServiceDeps,

@@ -12,11 +12,11 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import { Access, accessOf, bearerToken, checkAccess } from "./access.ts";
 import type { AccessTokenVerifier, RevocationList, UserIdentity } from "./caller.ts";
 import { type CallContext, inboundCall, REQUEST_ID_HEADER, requestIdOf } from "./context.ts";
-import { Code, ConnectError, toPublicError } from "./errors.ts";
+import { Code, ConnectError, encodeStatusDetails, STATUS_DETAILS_TRAILER, toPublicError } from "./errors.ts";
 import { GATEWAY_TOKEN_HEADER } from "./gateway-credentials.ts";
 import type { Logger } from "./logger.ts";
 import { rpcHandled, rpcSeconds, statusName } from "./metrics.ts";
@@ -122,9 +122,14 @@ async function authorize(
 }
 
 function toGrpcError(err: ConnectError): Partial<grpc.StatusObject> & Error {
+  const status = encodeStatusDetails(err);
+  const trailers = new grpc.Metadata();
+  // Details (e.g. a RetryInfo) travel as the standard trailer, so clients and the next hop see them.
+  if (status) trailers.set(STATUS_DETAILS_TRAILER, Buffer.from(status));
   return Object.assign(new Error(err.rawMessage), {
     code: err.code as number as grpc.status,
     details: err.rawMessage,
+    metadata: trailers,
   });
 }
 

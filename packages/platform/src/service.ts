@@ -11,6 +11,7 @@ import {
   createMeshCredentials,
   createMeshVerifier,
   createRevocationList,
+  MAX_ACCESS_TOKEN_TTL_MS,
   type RevocationList,
 } from "./caller.ts";
 import { createServiceClient } from "./client.ts";
@@ -106,9 +107,6 @@ export interface RunningService {
    */
   eventsReady: Promise<void>;
 }
-
-/** The longest an access token may live (auth caps ACCESS_TOKEN_TTL_S at this). */
-export const MAX_ACCESS_TOKEN_TTL_MS = 3_600_000;
 
 /** Fetches auth's JWKS over gRPC for local token verification. */
 export function createJwksSource(authAddr: string): { fetch: () => Promise<JSONWebKeySet>; close(): void } {

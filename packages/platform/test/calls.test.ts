@@ -91,6 +91,10 @@ async function slowUser(env: Record<string, string>) {
     getUser: unimplemented,
     getMe: unimplemented,
     updateMe: unimplemented,
+    searchUsers: unimplemented,
+    listUsers: unimplemented,
+    setRoles: unimplemented,
+    getRoles: unimplemented,
   };
   const svc = await startFake("user", env, [UserService, handlers]);
   return { svc, seen, release: () => release() };
@@ -167,6 +171,8 @@ test("server streams get no default deadline, and a stop ends them even when the
       // Waits forever without looking at ctx.signal: the platform must end it anyway.
       await new Promise(() => {});
     },
+    sendEmail: unimplemented,
+    sendSms: unimplemented,
   };
   const fake = await startFake("notify", mesh.env.notify, [NotifyService, handlers]);
   t.after(() => fake.stop());
