@@ -12,9 +12,11 @@ import {
   type UserIdentity,
 } from "@protomesh/platform";
 import { createMeshVerifier } from "../src/caller.ts";
+import { createGatewayVerifier } from "../src/gateway-credentials.ts";
 import { addServices, createCallTracker, type ServiceBinding } from "../src/server.ts";
 
 export const TEST_MESH_SECRET = "test-mesh-secret-".padEnd(40, "x");
+export const TEST_GATEWAY_SECRET = "test-gateway-secret-".padEnd(40, "x");
 
 /**
  * A user as a verified access token would describe them; the token text is the user id, and
@@ -55,7 +57,11 @@ export async function serve(
   addServices(
     server,
     bindings,
-    { accessTokens, meshToken: createMeshVerifier(TEST_MESH_SECRET) },
+    {
+      accessTokens,
+      meshToken: createMeshVerifier(TEST_MESH_SECRET),
+      gatewayToken: createGatewayVerifier(TEST_GATEWAY_SECRET),
+    },
     createLogger("test", "silent"),
     { streams: stop.streams.signal, calls: stop.calls.signal, tracker: createCallTracker() },
   );

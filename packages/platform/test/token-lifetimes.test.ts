@@ -144,6 +144,7 @@ test("requireVerifiedEmail lets a verified user through and stops an unverified 
     requestId: "r",
     user,
     service: undefined,
+    userAgent: "",
     clientIp: "127.0.0.1",
     accessToken: undefined,
     deadline: undefined,
