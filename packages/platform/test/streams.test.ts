@@ -89,6 +89,7 @@ test("a service that emits an event outside its own streams does not start", asy
         NATS_URL: nats.url,
         DATABASE_URL: "postgres://nobody@127.0.0.1:1/none",
         MESH_SECRET: "x".repeat(32),
+        GATEWAY_SECRET: "y".repeat(32),
       }),
       migrations: "/nonexistent",
       streams: [defineStream({ name: "STRAY", subjects: ["stray.>"], maxAgeMs: MINUTE })],

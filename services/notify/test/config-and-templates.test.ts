@@ -22,6 +22,7 @@ import {
 const BASE = {
   DATABASE_URL: "postgres://localhost/notify",
   MESH_SECRET: "x".repeat(32),
+  GATEWAY_SECRET: "y".repeat(32),
   NATS_URL: "nats://127.0.0.1:4222",
   SMTP_URL: "smtp://127.0.0.1:2525",
 };
