@@ -104,7 +104,8 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
       const otp = createServiceClient(OtpService, config.otpAddr, { mesh });
       const verification = createEmailVerification(otp);
       const throttle = createSignInThrottle(createPgThrottleStore(pool, config.signIn), config.signIn);
-      const roles = async (userId: string) => (await store.findActiveById(userId))?.roles ?? [];
+      // Roles have one owner, user: read at every sign-in and refresh, never stored here.
+      const roles = async (userId: string) => (await users.getRoles({ userId })).roles;
       const startSession = createSessionStarter({ store, keys, roles });
       const sweeper = createSignupSweeper({
         store,

@@ -24,7 +24,6 @@ export interface Account {
   email: string;
   passwordHash: string;
   emailVerified: boolean;
-  roles: string[];
 }
 
 /** Any credential row for an email, active or still pending. */
@@ -130,9 +129,8 @@ export function createPgAuthStore(pool: Pool, opts: { refreshS: number; secrets:
       email: string;
       password_hash: string;
       email_verified: boolean;
-      roles: string[];
     }>(
-      `SELECT user_id, email, password_hash, email_verified_at IS NOT NULL AS email_verified, roles
+      `SELECT user_id, email, password_hash, email_verified_at IS NOT NULL AS email_verified
        FROM credentials WHERE ${where} AND status = 'active'`,
       [value],
     );
@@ -143,7 +141,6 @@ export function createPgAuthStore(pool: Pool, opts: { refreshS: number; secrets:
         email: r.email,
         passwordHash: r.password_hash,
         emailVerified: r.email_verified,
-        roles: r.roles,
       }
     );
   };
