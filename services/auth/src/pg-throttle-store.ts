@@ -51,13 +51,13 @@ export function createPgThrottleStore(pool: Pool, timing: ThrottleTiming) {
                  last_failure_at = now()
                WHERE t.last_failure_at < now() - make_interval(secs => $2)
                   OR (t.failures < $4 AND (t.failures < $3
-                      OR t.last_failure_at + make_interval(secs => LEAST($6::float8, $5::float8 * power(2, t.failures - $3)) / 1000) <= now()))
+                      OR t.last_failure_at + make_interval(secs => LEAST($6::float8, $5::float8 * power(2, t.failures - $3)) / 1000) <= clock_timestamp()))
                RETURNING failures`,
               [key, lockout, free, max, timing.backoffBaseMs, timing.backoffMaxMs],
             );
             if (rows.length > 0) continue;
             const { rows: state } = await tx.query<{ failures: number; waited_ms: number }>(
-              "SELECT failures, extract(epoch FROM now() - last_failure_at) * 1000 AS waited_ms FROM sign_in_failures WHERE key = $1",
+              "SELECT failures, extract(epoch FROM clock_timestamp() - last_failure_at) * 1000 AS waited_ms FROM sign_in_failures WHERE key = $1",
               [key],
             );
             const s = state[0] ?? { failures: max, waited_ms: 0 };
