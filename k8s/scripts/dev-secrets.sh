@@ -19,11 +19,13 @@ rand_hex() {
 }
 mesh_secret=$(rand_base64 36) # 48 characters
 key=$(rand_base64 32)
+otp_hash_key=$(rand_base64 36) # 48 characters
 password=$(rand_hex 24)
 umask 077
 cat >"$out" <<SECRETS
 MESH_SECRET=$mesh_secret
 AUTH_KEY_ENCRYPTION_KEY=$key
+OTP_HASH_KEY=$otp_hash_key
 POSTGRES_PASSWORD=$password
 SMTP_URL=smtp://mailpit:1025
 SECRETS

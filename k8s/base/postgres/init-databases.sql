@@ -2,3 +2,4 @@
 CREATE DATABASE protomesh_auth;
 CREATE DATABASE protomesh_user;
 CREATE DATABASE protomesh_notify;
+CREATE DATABASE protomesh_otp;

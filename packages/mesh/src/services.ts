@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import type { BaseConfig, ServiceModule } from "@protomesh/platform";
 
@@ -58,6 +59,14 @@ const list = [
     service: NotifyService,
     load: async () => erase((await import("@protomesh/notify")).notifyModule),
     devEnv: (dev) => ({ SMTP_URL: dev.smtpUrl }),
+  },
+  {
+    name: "otp",
+    port: 50054,
+    metricsPort: 9104,
+    service: OtpService,
+    load: async () => erase((await import("@protomesh/otp")).otpModule),
+    devEnv: (dev) => ({ OTP_HASH_KEY: dev.secret("OTP_HASH_KEY") }),
   },
 ] as const satisfies readonly MeshService[];
 

@@ -1,0 +1,2 @@
+export { createOtpService, otpModule } from "./app.ts";
+export { type OtpConfig, readOtpConfig } from "./config.ts";
