@@ -9,6 +9,8 @@ import {
   type ServiceSpec,
 } from "@protomesh/platform";
 import { readUserConfig } from "./config.ts";
+import { createAccountDeletions } from "./consumers/account-deletions.ts";
+import { createPageTokens } from "./page-tokens.ts";
 import { createPgUserStore } from "./pg-user-store.ts";
 import { createUserHandlers } from "./user-service.ts";
 
@@ -22,7 +24,12 @@ export function createUserService(config: BaseConfig): ServiceSpec {
     streams: [defineStream({ name: "USER", subjects: ["user.>"], maxAgeMs: 30 * DAY_MS })],
     emits: [UserUpdatedSchema],
     async build({ pool }) {
-      return { services: [bindService(UserService, createUserHandlers(createPgUserStore(pool)))] };
+      const store = createPgUserStore(pool);
+      const pageTokens = createPageTokens(config.meshSecret);
+      return {
+        services: [bindService(UserService, createUserHandlers(store, pageTokens))],
+        consumers: [createAccountDeletions(store)],
+      };
     },
   };
 }

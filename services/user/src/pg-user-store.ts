@@ -1,7 +1,8 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
-import { addEvent, type Pool, withTransaction } from "@protomesh/platform";
+import { addEvent, type Pool, type Tx, withTransaction } from "@protomesh/platform";
 import { toUserMessage } from "./convert.ts";
+import type { Cursor } from "./page-tokens.ts";
 
 /** A stored profile. */
 export interface UserRecord {
@@ -35,6 +36,18 @@ export const isProfilePath = (p: string): p is ProfilePath => Object.hasOwn(PROF
 /** New values by mask path. */
 export type ProfileChanges = Partial<Record<ProfilePath, string>>;
 
+/** One page of results; `next` is where the following page starts, if there is one. */
+export interface Page<T> {
+  items: T[];
+  next: Cursor | undefined;
+}
+
+/** ListUsers' filters; empty means any. */
+export interface UserFilter {
+  role: string;
+  email: string;
+}
+
 interface Row {
   id: string;
   email: string;
@@ -46,6 +59,19 @@ interface Row {
   roles: string[];
   created_at: Date;
   updated_at: Date;
+}
+
+/** `%`, `_` and the escape character itself match literally in a LIKE pattern after this. */
+const escapeLike = (s: string) => s.replace(/[\\%_]/g, "\\$&");
+
+/** Splits the extra row fetched to learn whether another page follows. */
+function toPage(rows: (Row & { sort_key: string })[], limit: number): Page<UserRecord> {
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return {
+    items: items.map(toRecord),
+    next: rows.length > limit && last ? { key: last.sort_key, id: last.id } : undefined,
+  };
 }
 
 const toRecord = (r: Row): UserRecord => ({
@@ -85,25 +111,92 @@ export function createPgUserStore(pool: Pool) {
 
     /** Applies the changes and emits UserUpdated in one transaction; undefined if no such user. */
     async update(id: string, changes: ProfileChanges): Promise<UserRecord | undefined> {
-      return withTransaction(pool, async (tx) => {
-        const entries = Object.entries(changes) as [ProfilePath, string][];
-        const sets = entries.map(([path], i) => `${PROFILE_COLUMNS[path]} = $${i + 2}`);
-        const { rows } = await tx.query<Row>(
-          `UPDATE users SET ${[...sets, "updated_at = now()"].join(", ")} WHERE id = $1 RETURNING *`,
-          [id, ...entries.map(([, v]) => v)],
+      const entries = Object.entries(changes) as [ProfilePath, string][];
+      const sets = entries.map(([path], i) => `${PROFILE_COLUMNS[path]} = $${i + 2}`);
+      return updateWithEvent(
+        `UPDATE users SET ${[...sets, "updated_at = now()"].join(", ")} WHERE id = $1 RETURNING *`,
+        [id, ...entries.map(([, v]) => v)],
+        entries.map(([path]) => path),
+      );
+    },
+
+    /** Replaces the roles and emits UserUpdated in one transaction; undefined if no such user. */
+    async setRoles(id: string, roles: string[]): Promise<UserRecord | undefined> {
+      return updateWithEvent(
+        "UPDATE users SET roles = $2, updated_at = now() WHERE id = $1 RETURNING *",
+        [id, roles],
+        ["roles"],
+      );
+    },
+
+    /** The user's roles; undefined if no such user. */
+    async getRoles(id: string): Promise<string[] | undefined> {
+      const { rows } = await pool.query<{ roles: string[] }>("SELECT roles FROM users WHERE id = $1", [id]);
+      return rows[0]?.roles;
+    },
+
+    /**
+     * Profiles whose display name starts with `prefix` (case-insensitive, wildcards literal),
+     * ordered by lower-cased name in code-point order, then id; served by the users_search index.
+     */
+    async search(prefix: string, limit: number, after?: Cursor): Promise<Page<UserRecord>> {
+      const name = `lower(display_name) COLLATE "C"`;
+      const params: unknown[] = [escapeLike(prefix), limit + 1];
+      const where = [`${name} LIKE lower($1) || '%' ESCAPE '\\'`];
+      if (after) {
+        params.push(after.key, after.id);
+        where.push(`(${name}, id) > ($3::text COLLATE "C", $4::uuid)`);
+      }
+      const { rows } = await pool.query<Row & { sort_key: string }>(
+        `SELECT *, lower(display_name) AS sort_key FROM users WHERE ${where.join(" AND ")}
+         ORDER BY ${name}, id LIMIT $2`,
+        params,
+      );
+      return toPage(rows, limit);
+    },
+
+    /** Every profile matching the filter, newest first. */
+    async list(filter: UserFilter, limit: number, after?: Cursor): Promise<Page<UserRecord>> {
+      const params: unknown[] = [limit + 1];
+      const where = ["true"];
+      if (filter.role) where.push(`roles @> ARRAY[$${params.push(filter.role)}]::text[]`);
+      // Emails are stored lower-cased (auth normalises them before CreateUser).
+      if (filter.email) where.push(`email = lower($${params.push(filter.email)})`);
+      if (after) {
+        where.push(
+          `(created_at, id) < ($${params.push(after.key)}::timestamptz, $${params.push(after.id)}::uuid)`,
         );
-        const row = rows[0];
-        if (!row) return undefined;
-        const user = toRecord(row);
-        await addEvent(tx, UserUpdatedSchema, {
-          user: toUserMessage(user),
-          changedFields: entries.map(([path]) => path),
-          occurTime: timestampFromDate(user.updatedAt),
-        });
-        return user;
-      });
+      }
+      // The cursor keeps created_at as PostgreSQL's text, exact to the microsecond (a JS Date
+      // would round it to milliseconds and skip or repeat rows).
+      const { rows } = await pool.query<Row & { sort_key: string }>(
+        `SELECT *, created_at::text AS sort_key FROM users WHERE ${where.join(" AND ")}
+         ORDER BY created_at DESC, id DESC LIMIT $1`,
+        params,
+      );
+      return toPage(rows, limit);
+    },
+
+    /** Forgets everything kept about a user (their account was deleted); a no-op if already gone. */
+    async remove(tx: Tx, id: string): Promise<void> {
+      await tx.query("DELETE FROM users WHERE id = $1", [id]);
     },
   };
+
+  /** Runs one UPDATE … RETURNING * and writes its UserUpdated event in the same transaction. */
+  function updateWithEvent(sql: string, params: unknown[], changedFields: string[]) {
+    return withTransaction(pool, async (tx): Promise<UserRecord | undefined> => {
+      const row = (await tx.query<Row>(sql, params)).rows[0];
+      if (!row) return undefined;
+      const user = toRecord(row);
+      await addEvent(tx, UserUpdatedSchema, {
+        user: toUserMessage(user),
+        changedFields,
+        occurTime: timestampFromDate(user.updatedAt),
+      });
+      return user;
+    });
+  }
 }
 
 export type UserStore = ReturnType<typeof createPgUserStore>;

@@ -1,10 +1,21 @@
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
+import { ADMIN_ROLE, Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
 import { toProfileChanges, toPublicProfile, toUserMessage } from "./convert.ts";
+import type { PageTokens } from "./page-tokens.ts";
 import { isProfilePath, type UserStore } from "./pg-user-store.ts";
 
+const DEFAULT_PAGE_SIZE = 20;
+
 /** UserService handlers. */
-export function createUserHandlers(store: UserStore): ServiceHandlers<typeof UserService> {
+export function createUserHandlers(
+  store: UserStore,
+  pageTokens: PageTokens,
+): ServiceHandlers<typeof UserService> {
+  /** The cursor of a request's page token (none for the first page). */
+  const cursorOf = (scope: string, token: string) => (token ? pageTokens.read(scope, token) : undefined);
+  const tokenFor = (scope: string, next: Parameters<PageTokens["issue"]>[1] | undefined) =>
+    next ? pageTokens.issue(scope, next) : "";
+
   return {
     async createUser(req) {
       const user = await store.create({ id: req.userId, email: req.email, displayName: req.displayName });
@@ -33,14 +44,46 @@ export function createUserHandlers(store: UserStore): ServiceHandlers<typeof Use
       return { user: toUserMessage(user) };
     },
 
-    // Built in the identity issue (in progress).
-    searchUsers: notYet,
-    listUsers: notYet,
-    setRoles: notYet,
-    getRoles: notYet,
+    // Callers find themselves too: a contact search that hid one name would look broken, and
+    // the results are public profiles anyway.
+    async searchUsers(req) {
+      const scope = `search\0${req.query}`;
+      const page = await store.search(
+        req.query,
+        req.pageSize || DEFAULT_PAGE_SIZE,
+        cursorOf(scope, req.pageToken),
+      );
+      return { profiles: page.items.map(toPublicProfile), nextPageToken: tokenFor(scope, page.next) };
+    },
+
+    async listUsers(req) {
+      const filter = { role: req.role, email: req.email };
+      const scope = `list\0${filter.role}\0${filter.email.toLowerCase()}`;
+      const page = await store.list(
+        filter,
+        req.pageSize || DEFAULT_PAGE_SIZE,
+        cursorOf(scope, req.pageToken),
+      );
+      return { users: page.items.map(toUserMessage), nextPageToken: tokenFor(scope, page.next) };
+    },
+
+    async setRoles(req, ctx) {
+      // Services (the operator CLI) have no user and may; an admin may not demote themselves.
+      if (ctx.user?.userId === req.userId && !req.roles.includes(ADMIN_ROLE)) {
+        throw fail(
+          Code.FailedPrecondition,
+          "you cannot take the admin role from yourself; another admin has to do it",
+        );
+      }
+      const user = await store.setRoles(req.userId, req.roles);
+      if (!user) throw fail(Code.NotFound, "user not found");
+      return { user: toUserMessage(user) };
+    },
+
+    async getRoles(req) {
+      const roles = await store.getRoles(req.userId);
+      if (!roles) throw fail(Code.NotFound, "user not found");
+      return { roles };
+    },
   };
 }
-
-const notYet = async (): Promise<never> => {
-  throw fail(Code.Unimplemented, "not implemented yet");
-};

@@ -2,23 +2,9 @@
 // UserUpdated event every change writes.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
-import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import {
-  failure,
-  gatewayClient,
-  type Mesh,
-  signUpAndSignIn,
-  startMesh,
-  uniqueEmail,
-  waitUntil,
-} from "@protomesh/testkit";
-import { connect } from "nats";
-
-const PASSWORD = "correct horse battery";
+import { failure, type Mesh, startMesh, waitUntil } from "@protomesh/testkit";
+import { signedIn as signedInTo, updatesOf as updatesIn } from "./helpers.ts";
 
 let mesh: Mesh;
 before(async () => {
@@ -26,35 +12,8 @@ before(async () => {
 });
 after(() => mesh?.stop());
 
-async function signedIn(displayName: string) {
-  const auth = gatewayClient(AuthService, mesh.url, "connect-json");
-  const email = uniqueEmail("user");
-  const { userId, tokens } = await signUpAndSignIn(auth, {
-    email,
-    password: PASSWORD,
-    displayName: displayName,
-  });
-  const token = tokens?.accessToken ?? "";
-  return { userId, email, token, users: gatewayClient(UserService, mesh.url, "connect-json", () => token) };
-}
-
-/** The UserUpdated events of one user in the USER stream. */
-async function updatesOf(userId: string) {
-  const nc = await connect({ servers: mesh.nats.url });
-  try {
-    const jsm = await nc.jetstreamManager();
-    const info = await jsm.streams.info("USER");
-    const events = [];
-    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-      const m = await jsm.streams.getMessage("USER", { seq });
-      const event = fromBinary(UserUpdatedSchema, m.data);
-      if (event.user?.id === userId) events.push(event);
-    }
-    return events;
-  } finally {
-    await nc.close();
-  }
-}
+const signedIn = (displayName: string) => signedInTo(mesh, displayName);
+const updatesOf = (userId: string) => updatesIn(mesh, userId);
 
 test("GetUser shows another user's public profile only: no email, phone, locale or roles", async () => {
   const other = await signedIn("Olu");
@@ -135,4 +94,31 @@ test("UpdateMe refuses paths outside the profile, bad values and an empty displa
     [["bio"]],
     "the refused calls wrote no event",
   );
+});
+
+test("UpdateMe accepts only https: avatar URLs, refusing javascript:, http: and data: naming the field", async () => {
+  const { users } = await signedIn("Av");
+  for (const avatarUrl of [
+    "javascript:alert(1)",
+    "JAVASCRIPT:alert(1)",
+    "http://x",
+    "http://example.com/a.png",
+    "data:image/svg+xml;base64,PHN2Zy8+",
+    "//example.com/a.png",
+  ]) {
+    const err = await failure(
+      users.updateMe({ profile: { avatarUrl }, updateMask: { paths: ["avatar_url"] } }),
+    );
+    assert.equal(err.code, Code.InvalidArgument, avatarUrl);
+    assert.match(err.rawMessage, /^profile\.avatar_url: /, avatarUrl);
+  }
+  assert.equal((await users.getMe({})).user?.avatarUrl, "", "nothing was stored");
+
+  const ok = await users.updateMe({
+    profile: { avatarUrl: "https://example.com/a.png" },
+    updateMask: { paths: ["avatar_url"] },
+  });
+  assert.equal(ok.user?.avatarUrl, "https://example.com/a.png");
+  const cleared = await users.updateMe({ profile: { avatarUrl: "" }, updateMask: { paths: ["avatar_url"] } });
+  assert.equal(cleared.user?.avatarUrl, "", "an empty value clears it");
 });
