@@ -41,7 +41,8 @@ export type SessionAccount = Pick<Account, "userId" | "email" | "emailVerified">
 export interface MfaDeps {
   store: MfaStore;
   accounts: { byId(userId: string): Promise<Account | undefined> };
-  passwords: { verify(password: string, hash: string | undefined): Promise<boolean> };
+  /** Checks the account's password (counted as a sign-in attempt); throws UNAUTHENTICATED if wrong. */
+  confirmPassword(account: Account, password: string, ctx: CallContext): Promise<void>;
   otp: ServiceClient<typeof OtpService>;
   /** Seals TOTP secrets at rest (AUTH_KEY_ENCRYPTION_KEY). */
   encryptionKey: Buffer;
@@ -207,7 +208,8 @@ export function createMfa(deps: MfaDeps) {
       if (!method) throw fail(Code.InvalidArgument, "method: must be MFA_METHOD_EMAIL or MFA_METHOD_TOTP");
       const on = (await store.factors(account.userId)).some((f) => f.method === method && f.enabled);
       if (!on) throw fail(Code.FailedPrecondition, "this method is off");
-      await requireStepUp(account, req.password, req.codeMethod, req.code, ctx);
+      await deps.confirmPassword(account, req.password, ctx);
+      await requireCode(account, req.codeMethod, req.code, ctx);
       if (!(await store.disable(account.userId, account.email, method))) {
         throw fail(Code.FailedPrecondition, "this method is off");
       }
@@ -231,19 +233,10 @@ export function createMfa(deps: MfaDeps) {
   };
 
   /**
-   * The password and, when MFA is on, a current code of a factor that is on (STEP_UP for email):
-   * what turning MFA off and deleting the account need. Throws UNAUTHENTICATED otherwise.
+   * When MFA is on, a current code of a factor that is on (STEP_UP for email): what turning MFA
+   * off and deleting the account need besides the password. Throws UNAUTHENTICATED otherwise.
    */
-  async function requireStepUp(
-    account: Account,
-    password: string,
-    codeMethod: MfaMethod,
-    code: string,
-    ctx: CallContext,
-  ): Promise<void> {
-    if (!(await deps.passwords.verify(password, account.passwordHash))) {
-      throw fail(Code.Unauthenticated, "wrong password or code");
-    }
+  async function requireCode(account: Account, codeMethod: MfaMethod, code: string, ctx: CallContext) {
     const on = (await store.factors(account.userId)).some((f) => f.enabled);
     if (!on) return;
     if (codeMethod === MfaMethod.UNSPECIFIED || code === "") {
@@ -289,7 +282,7 @@ export function createMfa(deps: MfaDeps) {
     };
   }
 
-  return { handlers, challenge, requireStepUp };
+  return { handlers, challenge, requireCode };
 }
 
 export type Mfa = ReturnType<typeof createMfa>;
