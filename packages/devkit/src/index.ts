@@ -8,5 +8,6 @@ export {
   ReflectionError,
   type ReflectionVersion,
 } from "./reflection-client.ts";
+export { type ReceivedSms, type SmsPeer, startSmsPeer } from "./sms-peer.ts";
 export { type ReceivedMail, type Smtp, startSmtp } from "./smtp.ts";
 export { ensureCommand, hasCommand } from "./tools.ts";

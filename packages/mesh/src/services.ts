@@ -58,7 +58,8 @@ const list = [
     metricsPort: 9103,
     service: NotifyService,
     load: async () => erase((await import("@protomesh/notify")).notifyModule),
-    devEnv: (dev) => ({ SMTP_URL: dev.smtpUrl }),
+    // SMS codes printed to the console: a laptop has no SMS provider (tests pass a webhook peer).
+    devEnv: (dev) => ({ SMTP_URL: dev.smtpUrl, SMS_PROVIDER: "console" }),
   },
   {
     name: "otp",

@@ -9,11 +9,18 @@ import {
   type ServiceSpec,
 } from "@protomesh/platform";
 import { type NotifyConfig, readNotifyConfig } from "./config.ts";
+import { createAccountDeletions } from "./consumers/account-deletions.ts";
+import { createCodeMessages } from "./consumers/code-messages.ts";
 import { createInboxFanout } from "./consumers/inbox-fanout.ts";
-import { createWelcomeEmails } from "./consumers/welcome-email.ts";
+import { createLoginAlerts } from "./consumers/login-alerts.ts";
+import { createMfaEmails } from "./consumers/mfa-emails.ts";
+import { createPasswordEmails } from "./consumers/password-emails.ts";
+import { createSignUpAttempts } from "./consumers/signup-attempts.ts";
+import { createWelcomeEmails } from "./consumers/welcome-emails.ts";
 import { createMailer } from "./mailer.ts";
 import { createNotifyHandlers } from "./notify-service.ts";
 import { createPgNotificationStore } from "./pg-notification-store.ts";
+import { createSmsProvider } from "./sms.ts";
 
 /** The notify service, ready for startService. */
 export function createNotifyService(config: NotifyConfig): ServiceSpec {
@@ -26,11 +33,20 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
     async build({ pool }) {
       const store = createPgNotificationStore(pool);
       const mailer = createMailer(config.smtpUrl, config.mailFrom);
+      const sms = createSmsProvider(config);
       const inbox = createHub<Notification>();
-      const retry = { ackWaitMs: config.ackWaitMs, backoffMs: config.retryBackoffMs };
+      const deps = { store, mailer, sms, ackWaitMs: config.ackWaitMs, backoffMs: config.retryBackoffMs };
       return {
-        services: [bindService(NotifyService, createNotifyHandlers(store, inbox))],
-        consumers: [createWelcomeEmails({ store, mailer, ...retry })],
+        services: [bindService(NotifyService, createNotifyHandlers({ store, inbox, mailer, sms }))],
+        consumers: [
+          createCodeMessages(deps),
+          createWelcomeEmails(deps),
+          createSignUpAttempts(deps),
+          createLoginAlerts(deps),
+          createPasswordEmails(deps),
+          createMfaEmails(deps),
+          createAccountDeletions(deps),
+        ],
         subscriptions: [createInboxFanout(inbox)],
         close: async () => mailer.close(),
       };

@@ -1,9 +1,13 @@
 // Domain ↔ protobuf for notify: the only place that builds notify's messages and page tokens.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
 import { Channel, type NotificationSchema } from "@protomesh/contracts/notify/v1/notify_pb";
+import type { OtpIssued } from "@protomesh/contracts/otp/v1/events_pb";
+import { Channel as OtpChannel, Purpose } from "@protomesh/contracts/otp/v1/otp_pb";
 import { Code, fail } from "@protomesh/platform";
 import type { InboxCursor, NotificationRecord } from "./pg-notification-store.ts";
+import type { CodeMessage, CodePurpose, MfaKind } from "./templates.ts";
 
 /** One inbox entry. */
 export function toNotificationMessage(n: NotificationRecord): MessageInitShape<typeof NotificationSchema> {
@@ -30,3 +34,41 @@ export function fromPageToken(token: string): InboxCursor | undefined {
   }
   return { createdAt, id };
 }
+
+/** An event's time, or `fallback` (when JetStream stored it) for an event that carries none. */
+export const dateOf = (ts: Timestamp | undefined, fallback: Date) => (ts ? timestampDate(ts) : fallback);
+
+const PURPOSES: Partial<Record<Purpose, CodePurpose>> = {
+  [Purpose.VERIFY_EMAIL]: "verify_email",
+  [Purpose.SIGN_IN]: "sign_in",
+  [Purpose.RESET_PASSWORD]: "reset_password",
+  [Purpose.ENABLE_MFA]: "enable_mfa",
+  [Purpose.STEP_UP]: "step_up",
+};
+
+/** The code of an OtpIssued as a message to send, and where it goes. */
+export function toCodeMessage(
+  e: OtpIssued,
+  stored: Date,
+): CodeMessage & { channel: "email" | "sms"; expiresAt: Date } {
+  const issued = dateOf(e.occurTime, stored);
+  // A code with no expiry in its event is treated as expiring at once: never sent.
+  const expiresAt = e.expireTime ? timestampDate(e.expireTime) : issued;
+  return {
+    // A purpose newer than this service still reaches the person, with generic words.
+    purpose: PURPOSES[e.purpose] ?? "other",
+    code: e.code,
+    minutes: Math.max(1, Math.round((expiresAt.getTime() - issued.getTime()) / 60_000)),
+    channel: e.channel === OtpChannel.SMS ? "sms" : "email",
+    expiresAt,
+  };
+}
+
+const MFA_KINDS: Partial<Record<MfaMethod, MfaKind>> = {
+  [MfaMethod.EMAIL]: "email",
+  [MfaMethod.TOTP]: "totp",
+  [MfaMethod.RECOVERY_CODE]: "recovery_code",
+};
+
+/** How an email names a second factor. */
+export const mfaKindOf = (m: MfaMethod): MfaKind => MFA_KINDS[m] ?? "other";

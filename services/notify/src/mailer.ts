@@ -12,7 +12,9 @@ export interface Email {
 
 /** Sends email over SMTP with nodemailer (pooled connections). */
 export function createMailer(smtpUrl: string, from: string) {
-  const transport = nodemailer.createTransport(smtpUrl, { from });
+  // Never a logger: nodemailer's logs carry message bodies, and bodies carry one-time codes
+  // (config.ts refuses an SMTP_URL that turns them back on).
+  const transport = nodemailer.createTransport({ url: smtpUrl, logger: false, debug: false }, { from });
   return {
     async send(email: Email): Promise<void> {
       await transport.sendMail({

@@ -1,13 +1,56 @@
+import { randomUUID } from "node:crypto";
 import type { Notification, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
-import { Code, fail, type Hub, requireUser, type ServiceHandlers } from "@protomesh/platform";
+import {
+  type CallContext,
+  Code,
+  fail,
+  type Hub,
+  requireUser,
+  type ServiceHandlers,
+} from "@protomesh/platform";
 import { fromPageToken, toNotificationMessage, toPageToken } from "./convert.ts";
+import type { Mailer } from "./mailer.ts";
 import type { NotificationStore } from "./pg-notification-store.ts";
+import { SmsNotConfiguredError, type SmsProvider } from "./sms.ts";
+import { clean, plainEmail } from "./templates.ts";
 
 /** NotifyService handlers. `inbox` carries new notifications to the streams open on this replica. */
-export function createNotifyHandlers(
-  store: NotificationStore,
-  inbox: Hub<Notification>,
-): ServiceHandlers<typeof NotifyService> {
+export function createNotifyHandlers(deps: {
+  store: NotificationStore;
+  inbox: Hub<Notification>;
+  mailer: Mailer;
+  sms: SmsProvider;
+}): ServiceHandlers<typeof NotifyService> {
+  const { store, inbox } = deps;
+
+  /**
+   * Sends now; with a user, the inbox row and the send share a transaction (no row for a message
+   * that did not go out). What the server or provider refused becomes UNAVAILABLE: retry.
+   */
+  const sendNow = async (
+    ctx: CallContext,
+    row: { userId: string; channel: "email" | "sms"; kind: string; subject: string },
+    send: (id: string) => Promise<void>,
+  ): Promise<{ notificationId: string }> => {
+    const id = randomUUID();
+    try {
+      if (!row.userId) {
+        await send(id);
+        return { notificationId: id };
+      }
+      const record = await store.addAndSend({ ...row, eventId: `request:${ctx.requestId}` }, () => send(id));
+      return { notificationId: record.id };
+    } catch (err) {
+      if (err instanceof SmsNotConfiguredError) throw fail(Code.FailedPrecondition, err.message);
+      // The cause names the server's answer or the network error, never the message.
+      ctx.log.warn({ err, channel: row.channel }, "send refused");
+      throw fail(
+        Code.Unavailable,
+        `the ${row.channel === "email" ? "mail server" : "SMS provider"} did not take the message; retry`,
+      );
+    }
+  };
+
   return {
     async listMyNotifications(req, ctx) {
       const me = requireUser(ctx);
@@ -24,12 +67,20 @@ export function createNotifyHandlers(
       for await (const notification of inbox.listen(me.userId, ctx.signal)) yield { notification };
     },
 
-    // Built in the identity issue (in progress).
-    sendEmail: notYet,
-    sendSms: notYet,
+    async sendEmail(req, ctx) {
+      const subject = clean(req.subject, 200);
+      return sendNow(ctx, { userId: req.userId, channel: "email", kind: req.kind, subject }, (id) =>
+        deps.mailer.send(plainEmail(req.to, subject, req.text, id)),
+      );
+    },
+
+    async sendSms(req, ctx) {
+      // An SMS has no subject; the inbox shows its kind.
+      return sendNow(
+        ctx,
+        { userId: req.userId, channel: "sms", kind: req.kind, subject: "Text message" },
+        (id) => deps.sms.send(req.to, req.text, id),
+      );
+    },
   };
 }
-
-const notYet = async (): Promise<never> => {
-  throw fail(Code.Unimplemented, "not implemented yet");
-};

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { NotificationAddedSchema } from "@protomesh/contracts/notify/v1/events_pb";
-import { addEvent, type Pool, type Tx } from "@protomesh/platform";
+import { addEvent, type Pool, type Tx, withTransaction } from "@protomesh/platform";
 import { toNotificationMessage } from "./convert.ts";
 
 /** A sent notification, as the inbox shows it. */
@@ -43,6 +43,27 @@ export function createPgNotificationStore(pool: Pool) {
         notification: toNotificationMessage(record),
       });
       return record;
+    },
+
+    /**
+     * Records a notification and runs `send` in one transaction: a failed send leaves no row,
+     * a committed row means it went out.
+     */
+    async addAndSend(
+      n: { userId: string; channel: "email" | "sms"; kind: string; subject: string; eventId: string },
+      send: () => Promise<void>,
+    ): Promise<NotificationRecord> {
+      return withTransaction(pool, async (tx) => {
+        const record = await this.add(tx, n);
+        await send();
+        return record;
+      });
+    },
+
+    /** Forgets a deleted user: every inbox row. Returns how many went. */
+    async deleteUser(tx: Tx, userId: string): Promise<number> {
+      const { rowCount } = await tx.query("DELETE FROM notifications WHERE user_id = $1", [userId]);
+      return rowCount ?? 0;
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */

@@ -1,19 +1,212 @@
+// Every message notify sends. Each body is built from blocks of plain text: the HTML body
+// escapes all of it (static words and event values alike), and values from users or events are
+// cleaned of control and formatting characters first, so a display name or device string cannot
+// add markup, lines or reordered text to either body. A code appears only in the body, never
+// in a subject (subjects are stored in the inbox and shown in mail lists).
 import type { Email } from "./mailer.ts";
 
-const escapeHtml = (s: string) =>
-  s.replace(
-    /[&<>"']/g,
-    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c,
-  );
+/** What a one-time code is for. */
+export type CodePurpose = "verify_email" | "sign_in" | "reset_password" | "enable_mfa" | "step_up" | "other";
 
-/** The welcome email for a new account. */
-export function welcomeEmail(to: { email: string; displayName: string }, id: string): Email {
-  const name = to.displayName || "there";
+/** A second factor, as emails name it. */
+export type MfaKind = "email" | "totp" | "recovery_code" | "other";
+
+/** An email and the inbox kind it is recorded under. */
+export type Notice = Email & { kind: string };
+
+type Block = string | { code: string };
+
+const HTML_ESCAPES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+
+/** Escapes text for an HTML body. */
+export const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
+
+/**
+ * A user- or event-supplied value fit for one line of either body: control and invisible
+ * formatting characters (bidi overrides, zero-width) become spaces, runs of space collapse, and
+ * it is cut to `max` characters.
+ */
+export function clean(value: string, max = 100): string {
+  const flat = value
+    .replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, " ")
+    .replace(/\s+/g, " ")
+    .trim();
+  const chars = [...flat];
+  return chars.length > max ? `${chars.slice(0, max - 1).join("")}…` : flat;
+}
+
+/** "2025-05-01 12:34 UTC": unambiguous wherever the reader is. */
+const when = (at: Date) => `${at.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+
+function compose(id: string, to: string, kind: string, subject: string, blocks: Block[]): Notice {
+  const text = blocks.map((b) => (typeof b === "string" ? b : b.code)).join("\n\n");
+  const html = blocks
+    .map((b) =>
+      typeof b === "string"
+        ? `<p>${escapeHtml(b)}</p>`
+        : `<p style="font-size:28px;font-weight:bold;letter-spacing:6px">${escapeHtml(b.code)}</p>`,
+    )
+    .join("\n");
+  return { id, to, kind, subject, text: `${text}\n`, html };
+}
+
+const CODES: Record<CodePurpose, { kind: string; subject: string; what: string; unasked: string }> = {
+  verify_email: {
+    kind: "verification_code",
+    subject: "Confirm your email address",
+    what: "confirm your email address",
+    unasked:
+      "If you did not create a Protomesh account, ignore this email: without the code nothing happens.",
+  },
+  sign_in: {
+    kind: "sign_in_code",
+    subject: "Your sign-in code",
+    what: "finish signing in",
+    unasked: "If you are not signing in right now, someone knows your password: change it now.",
+  },
+  reset_password: {
+    kind: "reset_code",
+    subject: "Reset your password",
+    what: "set a new password",
+    unasked: "If you did not ask to reset your password, ignore this email: your password stays as it is.",
+  },
+  enable_mfa: {
+    kind: "enable_mfa_code",
+    subject: "Turn on two-step sign-in",
+    what: "turn on two-step sign-in",
+    unasked: "If you did not ask for this, someone is signed in to your account: change your password now.",
+  },
+  step_up: {
+    kind: "confirmation_code",
+    subject: "Confirm it's you",
+    what: "confirm the change you asked for",
+    unasked: "If you did not ask for this, someone is signed in to your account: change your password now.",
+  },
+  other: {
+    kind: "code",
+    subject: "Your Protomesh code",
+    what: "continue",
+    unasked: "If you did not ask for a code, ignore this message.",
+  },
+};
+
+/** A one-time code as it reaches the person. */
+export interface CodeMessage {
+  purpose: CodePurpose;
+  code: string;
+  /** Whole minutes the code lives, at least 1. */
+  minutes: number;
+}
+
+/** The email carrying a one-time code; the code is in the body only. */
+export function codeEmail(to: string, m: CodeMessage, id: string): Notice {
+  const c = CODES[m.purpose];
+  return compose(id, to, c.kind, c.subject, [
+    `Your code to ${c.what}:`,
+    { code: clean(m.code, 12) },
+    `It expires in ${m.minutes} minute${m.minutes === 1 ? "" : "s"}. Never share it: Protomesh never asks you for it.`,
+    c.unasked,
+  ]);
+}
+
+/** The text message carrying a one-time code, and the subject its inbox row shows (no code). */
+export function codeSms(m: CodeMessage): { kind: string; subject: string; text: string } {
+  const c = CODES[m.purpose];
   return {
-    id,
-    to: to.email,
-    subject: "Welcome to Protomesh",
-    text: `Hi ${name},\n\nyour Protomesh account is ready. Sign in any time with ${to.email}.\n\nIf you did not sign up, ignore this email.\n`,
-    html: `<p>Hi ${escapeHtml(name)},</p><p>your Protomesh account is ready. Sign in any time with ${escapeHtml(to.email)}.</p><p>If you did not sign up, ignore this email.</p>`,
+    kind: c.kind,
+    subject: c.subject,
+    text: `Protomesh: ${clean(m.code, 12)} is your code to ${c.what}. It expires in ${m.minutes} min. Never share it.`,
   };
+}
+
+/** The welcome email, once the address is verified. */
+export function welcomeEmail(to: { email: string; displayName: string }, id: string): Notice {
+  const name = clean(to.displayName) || "there";
+  return compose(id, to.email, "welcome", "Welcome to Protomesh", [
+    `Hi ${name},`,
+    `your email address is confirmed and your Protomesh account is ready. Sign in any time with ${clean(to.email, 254)}.`,
+  ]);
+}
+
+/** To the owner of an address someone tried to sign up with again. */
+export function signUpAttemptedEmail(to: { email: string; at: Date }, id: string): Notice {
+  return compose(id, to.email, "signup_attempt", "Someone tried to sign up with your email", [
+    `At ${when(to.at)} someone tried to create a Protomesh account with ${clean(to.email, 254)}, which already has one.`,
+    `If it was you and you forgot your password, use "Forgot password" on the sign-in page to reset it.`,
+    "If it was not you, ignore this email: nothing in your account changed.",
+  ]);
+}
+
+/** The alert for a sign-in from a device or address the account had not used before. */
+export function newDeviceEmail(
+  to: { email: string; device: string; ip: string; at: Date },
+  id: string,
+): Notice {
+  return compose(id, to.email, "new_device_sign_in", "New sign-in to your Protomesh account", [
+    "Your account was signed in from a device or address it had not used before:",
+    `Device: ${clean(to.device) || "unknown"}`,
+    `Address: ${clean(to.ip, 64) || "unknown"}`,
+    `Time: ${when(to.at)}`,
+    "If this was you, there is nothing to do. If not, change your password now and sign out your other sessions.",
+  ]);
+}
+
+/** After ChangePassword (`reset` false) or ResetPassword (`reset` true). */
+export function passwordChangedEmail(to: { email: string; reset: boolean; at: Date }, id: string): Notice {
+  return to.reset
+    ? compose(id, to.email, "password_reset", "Your password was reset", [
+        `The password of your Protomesh account was reset at ${when(to.at)} with a code sent to this address. Every session was signed out.`,
+        "If you did not do this, reset your password again now: someone can read your email.",
+      ])
+    : compose(id, to.email, "password_changed", "Your password was changed", [
+        `The password of your Protomesh account was changed at ${when(to.at)}. Your other sessions were signed out.`,
+        `If you did not do this, use "Forgot password" on the sign-in page now to take your account back.`,
+      ]);
+}
+
+const MFA_NAMES: Record<MfaKind, string> = {
+  email: "codes sent to this address",
+  totp: "an authenticator app",
+  recovery_code: "recovery codes",
+  other: "a second factor",
+};
+
+/** After a second factor was turned on or off. */
+export function mfaChangedEmail(
+  to: { email: string; method: MfaKind; enabled: boolean; at: Date },
+  id: string,
+): Notice {
+  const how = MFA_NAMES[to.method];
+  return to.enabled
+    ? compose(id, to.email, "mfa_enabled", "Two-step sign-in turned on", [
+        `Two-step sign-in with ${how} was turned on for your Protomesh account at ${when(to.at)}.`,
+        "If you did not do this, change your password now.",
+      ])
+    : compose(id, to.email, "mfa_disabled", "Two-step sign-in turned off", [
+        `Two-step sign-in with ${how} was turned off for your Protomesh account at ${when(to.at)}. Signing in now needs only your password.`,
+        "If you did not do this, change your password now and turn two-step sign-in back on.",
+      ]);
+}
+
+/** The confirmation that an account and its data are gone (sent to the address the event carries). */
+export function accountDeletedEmail(to: { email: string; at: Date }, id: string): Notice {
+  return compose(id, to.email, "account_deleted", "Your Protomesh account was deleted", [
+    `Your Protomesh account (${clean(to.email, 254)}) and its data were deleted at ${when(to.at)}. This is the last email we send you.`,
+    "If you did not do this, someone had your password: contact support.",
+  ]);
+}
+
+/** An email a service asked for (SendEmail): `text` as is, and the same text escaped as HTML. */
+export function plainEmail(to: string, subject: string, text: string, id: string): Email {
+  const html = text
+    .split(/\r?\n\s*\r?\n/)
+    .map((p) => `<p>${escapeHtml(p).replace(/\r?\n/g, "<br>")}</p>`)
+    .join("\n");
+  return { id, to, subject: clean(subject, 200), text, html };
 }

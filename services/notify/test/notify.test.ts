@@ -1,12 +1,13 @@
-// notify: the welcome email exactly once across crashes, the inbox (list and live stream, on any
+// notify: the welcome email (after EmailVerified) exactly once across crashes, the inbox (list and live stream, on any
 // replica, through the gateway with every protocol), and dead letters that can be replayed.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { EmailVerifiedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { Channel, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { startSmtp } from "@protomesh/devkit";
 import { createServiceClient, listDeadLetters } from "@protomesh/platform";
@@ -25,7 +26,7 @@ import {
 } from "@protomesh/testkit";
 import { type ConsumerInfo, connect, type JetStreamManager } from "nats";
 
-const DURABLE = "notify-welcome-emails";
+const DURABLE = "notify-welcome-emails-verified";
 const PASSWORD = "correct horse battery";
 const root = new URL("../../..", import.meta.url).pathname;
 
@@ -65,7 +66,9 @@ after(() => mesh?.stop());
 
 describe("the inbox", () => {
   test("ListMyNotifications lists the welcome email, newest first, page by page", async () => {
-    const { token } = await signedUp(mesh, "inbox");
+    const { userId, email, token } = await signedUp(mesh, "inbox");
+    // The welcome follows verification: auth's EmailVerified, as auth would emit it.
+    await injectWelcome(mesh, userId, email);
     const notify = gatewayClient(NotifyService, mesh.url, "connect-json", () => token);
     const first = await waitUntil(
       async () => {
@@ -87,13 +90,12 @@ describe("the inbox", () => {
     test(`WatchMyNotifications streams new notifications through the gateway (${protocol}), past the unary deadline`, async () => {
       const auth = gatewayClient(AuthService, mesh.url, "connect-json");
       const email = uniqueEmail(`watch-${protocol}`);
-      // Sign up without waiting for the welcome email: sign in needs no verified account.
+      // Sign in needs no verified account.
       const { userId, tokens } = await signUpAndSignIn(auth, {
         email,
         password: PASSWORD,
         displayName: "Wes",
       });
-      await mesh.smtp.waitFor((m) => m.to.includes(email));
       const notify = gatewayClient(NotifyService, mesh.url, protocol, () => tokens?.accessToken);
       const ctl = new AbortController();
       const stream = notify.watchMyNotifications({}, { signal: ctl.signal })[Symbol.asyncIterator]();
@@ -113,7 +115,6 @@ describe("the inbox", () => {
     const second = await mesh.start("notify", { env: { PORT: "0" } });
     t.after(() => second.stop());
     const { userId, email, token } = await signedUp(mesh, "replica");
-    await mesh.smtp.waitFor((m) => m.to.includes(email));
     const direct = createServiceClient(NotifyService, `127.0.0.1:${second.port}`);
     t.after(() => direct.close());
     const ctl = new AbortController();
@@ -147,9 +148,9 @@ describe("the inbox", () => {
   });
 });
 
-/** Another UserSignedUp for an existing user, as auth would emit it, so notify emails again. */
+/** EmailVerified for a user, as auth would emit it, so notify sends a welcome email. */
 const injectWelcome = (m: Mesh, userId: string, email: string) =>
-  publishEvent(m.nats.url, UserSignedUpSchema, { userId, email, displayName: "Again" });
+  publishEvent(m.nats.url, EmailVerifiedSchema, { userId, email, displayName: "Again" });
 
 test("the welcome email is sent once when notify crashes before its ack", async (t) => {
   let crashed: string | undefined;
@@ -167,11 +168,8 @@ test("the welcome email is sent once when notify crashes before its ack", async 
   });
   t.after(() => m.stop());
   const email = uniqueEmail("crash");
-  const { userId } = await gatewayClient(AuthService, m.url, "connect-json").signUp({
-    email,
-    password: PASSWORD,
-    displayName: "Cal",
-  });
+  const userId = randomUUID();
+  await injectWelcome(m, userId, email);
   await m.smtp.waitFor((mail) => mail.to.includes(email));
   await waitUntil(() => crashed !== undefined, 10_000, "notify crashed after sending, before its ack");
 
@@ -197,11 +195,8 @@ test("an event that keeps failing is dead-lettered without its payload, and a re
   t.after(() => m.stop());
   await m.smtp.stop();
   const email = uniqueEmail("poison");
-  const { userId } = await gatewayClient(AuthService, m.url, "connect-json").signUp({
-    email,
-    password: PASSWORD,
-    displayName: "Pia",
-  });
+  const userId = randomUUID();
+  await injectWelcome(m, userId, email);
 
   const { jsm } = await natsManager(m, t);
   const [dead] = await waitUntil(
@@ -215,8 +210,8 @@ test("an event that keeps failing is dead-lettered without its payload, and a re
   assert.ok(dead);
   assert.equal(dead.stream, "AUTH_DLQ");
   assert.equal(dead.consumer, DURABLE);
-  assert.equal(dead.subject, "auth.user.signed_up");
-  assert.equal(dead.eventType, "protomesh.auth.v1.UserSignedUp");
+  assert.equal(dead.subject, "auth.user.email_verified");
+  assert.equal(dead.eventType, "protomesh.auth.v1.EmailVerified");
   assert.ok(dead.error, "the last error is recorded");
   const stored = await jsm.streams.getMessage("AUTH_DLQ", { seq: dead.seq });
   assert.equal(stored.data.length, 0, "no payload: a secret in an event never lands in a second place");

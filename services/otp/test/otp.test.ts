@@ -22,7 +22,7 @@ import {
   retryDelayMs,
   startService,
 } from "@protomesh/platform";
-import { assertCode, type Mesh, startMesh, waitUntil } from "@protomesh/testkit";
+import { assertCode, type Mesh, query, startMesh, waitUntil } from "@protomesh/testkit";
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { otpModule } from "../src/app.ts";
@@ -296,8 +296,12 @@ describe("expiry", () => {
   let short: Mesh | undefined;
   after(() => short?.stop());
 
-  test("an expired code gives NO_CODE, and the stream keeps events only that long", async () => {
-    short = await startMesh({ services: ["otp"], gateway: false, env: { otp: { OTP_TTL_S: "1" } } });
+  test("an expired code gives NO_CODE and is deleted, and the stream keeps events only that long", async () => {
+    short = await startMesh({
+      services: ["otp"],
+      gateway: false,
+      env: { otp: { OTP_TTL_S: "1", OTP_CLEANUP_INTERVAL_S: "1" } },
+    });
     const watched = await watchCodes(short.nats.url);
     const via = createServiceClient(OtpService, short.addr("otp"), {
       mesh: createMeshCredentials(short.env.otp.MESH_SECRET as string, "auth"),
@@ -314,6 +318,12 @@ describe("expiry", () => {
       await waitUntil(() => Date.now() > expireAt, 5_000, "the code's expiry");
       const r = await via.verify({ subject, purpose: Purpose.VERIFY_EMAIL, code: event.code });
       assert.equal(r.result, VerifyResult.NO_CODE);
+      const db = short.env.otp.DATABASE_URL as string;
+      await waitUntil(
+        async () => (await query(db, "SELECT 1 FROM otp_codes WHERE subject = $1", [subject])).length === 0,
+        5_000,
+        "the cleanup deletes the expired code",
+      );
       const info = await (await watched.nc.jetstreamManager()).streams.info("OTP");
       assert.equal(info.config.max_age, 1e9);
     } finally {

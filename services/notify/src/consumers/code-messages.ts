@@ -1,0 +1,38 @@
+import { OtpIssuedSchema } from "@protomesh/contracts/otp/v1/events_pb";
+import { consumer } from "@protomesh/platform";
+import { toCodeMessage } from "../convert.ts";
+import { type ConsumerDeps, deliverEmail } from "../delivery.ts";
+import { codeEmail, codeSms } from "../templates.ts";
+
+/**
+ * One-time codes by email or SMS. The inbox records that a code was sent, never the code.
+ * A code that expired before it could be sent (a long outage) is dropped: it could not be used.
+ */
+export function createCodeMessages(deps: ConsumerDeps) {
+  return consumer({
+    durable: "notify-code-messages",
+    event: OtpIssuedSchema,
+    ackWaitMs: deps.ackWaitMs,
+    backoffMs: deps.backoffMs,
+    async handle(event, meta, tx) {
+      const message = toCodeMessage(event, meta.time);
+      if (message.expiresAt.getTime() <= Date.now()) return;
+      if (message.channel === "email") {
+        await deliverEmail(
+          deps,
+          tx,
+          event.userId,
+          codeEmail(event.destination, message, meta.eventId),
+          meta.eventId,
+        );
+        return;
+      }
+      const sms = codeSms(message);
+      if (event.userId) {
+        const row = { userId: event.userId, channel: "sms" as const, kind: sms.kind, subject: sms.subject };
+        await deps.store.add(tx, { ...row, eventId: meta.eventId });
+      }
+      await deps.sms.send(event.destination, sms.text, meta.eventId);
+    },
+  });
+}
