@@ -7,20 +7,31 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
 import { MfaChangedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { createLogger, createPool, type Pool, subjectOf } from "@protomesh/platform";
-import { query, testDatabases } from "@protomesh/testkit";
-import { Secret, TOTP, URI } from "otpauth";
+import { assertCode, type Mesh, query, signUpAndSignIn, startMesh, testDatabases } from "@protomesh/testkit";
+import { type TOTP, URI } from "otpauth";
 import { CHALLENGE_ATTEMPTS, createPgMfaStore, USER_CODE_BUDGET } from "../src/pg-mfa-store.ts";
 import { hashRecoveryCode, newRecoveryCodes } from "../src/recovery-codes.ts";
 import { newTotpSecret, openSecret, sealSecret, totpStep, totpUri } from "../src/totp.ts";
+import {
+  appCode,
+  clients,
+  codeAfter,
+  enableTotp,
+  MAIL,
+  mailTo,
+  type Session,
+  signIn,
+  verifiedAccount,
+} from "./account-helpers.ts";
 
 const PLATFORM_MIGRATIONS = join(import.meta.dirname, "../../../packages/platform/migrations");
 const AUTH_MIGRATIONS = join(import.meta.dirname, "../migrations");
 
-const appCode = (secret: string, timestamp: number) =>
-  new TOTP({ secret: Secret.fromBase32(secret) }).generate({ timestamp });
+const wrongCode = (code: string) => String((Number(code) + 1) % 1_000_000).padStart(6, "0");
 
 describe("TOTP", () => {
   test("a code of this step or one step either side is accepted, two steps away is not", () => {
@@ -196,5 +207,201 @@ describe("MFA store", () => {
     assert.ok(waits.every((w) => w === undefined || w > 1000));
     await store.clearCodeTries(userId);
     assert.equal(await store.takeCodeTry(userId), undefined);
+  });
+});
+
+describe("MFA through the gateway", () => {
+  let mesh: Mesh;
+  before(async () => {
+    mesh = await startMesh({ services: ["user", "otp", "notify", "auth"] });
+  });
+  after(() => mesh?.stop());
+
+  /** Signs in and expects an MFA challenge. */
+  const challenged = async (s: Session) => {
+    const { result } = await clients(mesh).auth.signIn({ email: s.email, password: s.password });
+    assert.equal(result.case, "mfaChallenge", "sign-in asks for the second factor");
+    return result.value;
+  };
+
+  test("email MFA needs a verified email; once on, sign-in needs the emailed code", async () => {
+    const unverified = await signUpAndSignIn(clients(mesh).auth);
+    const err = await assertCode(
+      clients(mesh, unverified.accessToken).auth.enableMfa({ method: MfaMethod.EMAIL }),
+      Code.FailedPrecondition,
+    );
+    assert.match(err.rawMessage, /verify your email/);
+
+    const s = await verifiedAccount(mesh, "email-mfa");
+    const auth = clients(mesh, s.accessToken).auth;
+    const code = await codeAfter(mesh, s.email, MAIL.enableMfa, () =>
+      auth.enableMfa({ method: MfaMethod.EMAIL }),
+    );
+    await assertCode(
+      auth.confirmMfa({ method: MfaMethod.EMAIL, code: wrongCode(code) }),
+      Code.InvalidArgument,
+    );
+    const { recoveryCodes } = await auth.confirmMfa({ method: MfaMethod.EMAIL, code });
+    assert.equal(recoveryCodes.length, 10, "the first factor comes with ten recovery codes");
+    await mailTo(mesh, s.email, MAIL.mfaOn);
+    await assertCode(auth.enableMfa({ method: MfaMethod.EMAIL }), Code.FailedPrecondition, "already on");
+
+    let challenge: Awaited<ReturnType<typeof challenged>> | undefined;
+    const signInCode = await codeAfter(mesh, s.email, MAIL.signIn, async () => {
+      challenge = await challenged(s);
+    });
+    assert.ok(challenge);
+    assert.deepEqual(challenge.methods, [MfaMethod.EMAIL]);
+    await assertCode(
+      clients(mesh).auth.verifyMfa({
+        challengeToken: challenge.challengeToken,
+        method: MfaMethod.EMAIL,
+        code: wrongCode(signInCode),
+      }),
+      Code.Unauthenticated,
+      "a wrong code",
+    );
+    const { tokens } = await clients(mesh).auth.verifyMfa({
+      challengeToken: challenge.challengeToken,
+      method: MfaMethod.EMAIL,
+      code: signInCode,
+    });
+    assert.ok(tokens?.accessToken && tokens.refreshToken);
+    const { user } = await clients(mesh, tokens.accessToken).users.getMe({});
+    assert.equal(user?.id, s.userId);
+    await assertCode(
+      clients(mesh).auth.verifyMfa({
+        challengeToken: challenge.challengeToken,
+        method: MfaMethod.EMAIL,
+        code: signInCode,
+      }),
+      Code.Unauthenticated,
+      "a used challenge",
+    );
+  });
+
+  test("TOTP: enrolment URI, sign-in with the app's code, the same code twice refused", async () => {
+    const s = await verifiedAccount(mesh, "totp");
+    const auth = clients(mesh, s.accessToken).auth;
+    const { totpSecret, otpauthUri } = await auth.enableMfa({ method: MfaMethod.TOTP });
+    const uri = URI.parse(otpauthUri) as TOTP;
+    assert.equal(uri.issuer, "Protomesh");
+    assert.equal(uri.label, s.email);
+    assert.equal(uri.secret.base32, totpSecret);
+    // Pending until confirmed: sign-in still gives tokens.
+    await signIn(clients(mesh).auth, s.email, s.password);
+    await assertCode(
+      auth.confirmMfa({
+        method: MfaMethod.TOTP,
+        code: "000000" === appCode(totpSecret) ? "111111" : "000000",
+      }),
+      Code.InvalidArgument,
+    );
+    const { recoveryCodes } = await auth.confirmMfa({ method: MfaMethod.TOTP, code: appCode(totpSecret) });
+    assert.equal(recoveryCodes.length, 10);
+
+    const next = appCode(totpSecret, Date.now() + 30_000);
+    const first = await challenged(s);
+    assert.deepEqual(first.methods, [MfaMethod.TOTP]);
+    const { tokens } = await clients(mesh).auth.verifyMfa({
+      challengeToken: first.challengeToken,
+      method: MfaMethod.TOTP,
+      code: next,
+    });
+    assert.ok(tokens?.accessToken);
+    const second = await challenged(s);
+    await assertCode(
+      clients(mesh).auth.verifyMfa({
+        challengeToken: second.challengeToken,
+        method: MfaMethod.TOTP,
+        code: next,
+      }),
+      Code.Unauthenticated,
+      "the same TOTP code again",
+    );
+  });
+
+  test("a recovery code works once, and a challenge dies after five wrong codes", async () => {
+    const s = await verifiedAccount(mesh, "recovery");
+    const { recoveryCodes } = await enableTotp(mesh, s);
+    const [code] = recoveryCodes as [string];
+    const a = await challenged(s);
+    const { tokens } = await clients(mesh).auth.verifyMfa({
+      challengeToken: a.challengeToken,
+      method: MfaMethod.RECOVERY_CODE,
+      code: code.toUpperCase(),
+    });
+    assert.ok(tokens?.accessToken);
+    const b = await challenged(s);
+    await assertCode(
+      clients(mesh).auth.verifyMfa({
+        challengeToken: b.challengeToken,
+        method: MfaMethod.RECOVERY_CODE,
+        code,
+      }),
+      Code.Unauthenticated,
+      "a used recovery code",
+    );
+
+    const c = await challenged(s);
+    for (let i = 0; i < 5; i++) {
+      await assertCode(
+        clients(mesh).auth.verifyMfa({
+          challengeToken: c.challengeToken,
+          method: MfaMethod.RECOVERY_CODE,
+          code: `wrong-${i}-guess`,
+        }),
+        Code.Unauthenticated,
+      );
+    }
+    await assertCode(
+      clients(mesh).auth.verifyMfa({
+        challengeToken: c.challengeToken,
+        method: MfaMethod.RECOVERY_CODE,
+        code: recoveryCodes[1] as string,
+      }),
+      Code.Unauthenticated,
+      "a right code on a dead challenge",
+    );
+  });
+
+  test("turning MFA off needs the password and a current code; sign-in then gives tokens", async () => {
+    const s = await verifiedAccount(mesh, "disable");
+    const { secret } = await enableTotp(mesh, s);
+    const signedIn = await clients(mesh).auth.verifyMfa({
+      challengeToken: (await challenged(s)).challengeToken,
+      method: MfaMethod.TOTP,
+      code: appCode(secret, Date.now() + 30_000),
+    });
+    const auth = clients(mesh, signedIn.tokens?.accessToken).auth;
+    const disable = { method: MfaMethod.TOTP, codeMethod: MfaMethod.TOTP };
+    await assertCode(
+      auth.disableMfa({ ...disable, password: "not the password", code: "123456" }),
+      Code.Unauthenticated,
+      "wrong password",
+    );
+    await assertCode(
+      auth.disableMfa({ ...disable, password: s.password, code: appCode(secret, Date.now() + 30_000) }),
+      Code.Unauthenticated,
+      "a used TOTP step",
+    );
+    await assertCode(
+      auth.disableMfa({ ...disable, method: MfaMethod.EMAIL, password: s.password, code: "123456" }),
+      Code.FailedPrecondition,
+      "a method that is off",
+    );
+    // Email MFA on too, so SendMfaCode has something to send; its STEP_UP code turns TOTP off.
+    const code = await codeAfter(mesh, s.email, MAIL.enableMfa, () =>
+      auth.enableMfa({ method: MfaMethod.EMAIL }),
+    );
+    assert.deepEqual((await auth.confirmMfa({ method: MfaMethod.EMAIL, code })).recoveryCodes, []);
+    const stepUp = await codeAfter(mesh, s.email, MAIL.stepUp, () => auth.sendMfaCode({}));
+    await auth.disableMfa({
+      method: MfaMethod.TOTP,
+      codeMethod: MfaMethod.EMAIL,
+      password: s.password,
+      code: stepUp,
+    });
+    assert.deepEqual((await challenged(s)).methods, [MfaMethod.EMAIL]);
   });
 });
