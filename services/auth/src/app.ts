@@ -1,22 +1,68 @@
 import { join } from "node:path";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { SessionRevokedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import {
+  EmailVerifiedSchema,
+  SessionRevokedSchema,
+  SignedInSchema,
+  SignUpAttemptedSchema,
+  UserSignedUpSchema,
+} from "@protomesh/contracts/auth/v1/events_pb";
+import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   bindService,
+  Code,
   createServiceClient,
   defineStream,
+  fail,
   type ServiceModule,
   type ServiceSpec,
 } from "@protomesh/platform";
-import { createAuthHandlers } from "./auth-service.ts";
+import { type AccountFlowHandlers, createAuthHandlers, noMfa } from "./auth-service.ts";
 import { type AuthConfig, readAuthConfig } from "./config.ts";
-import { createKeyRing } from "./key-ring.ts";
+import { createKeyRing, open, seal } from "./key-ring.ts";
 import { createPasswordHasher } from "./passwords.ts";
 import { createPgAuthStore } from "./pg-auth-store.ts";
+import { createPgThrottleStore } from "./pg-throttle-store.ts";
+import { createSessionStarter } from "./sessions.ts";
+import { createSignInThrottle } from "./sign-in-throttle.ts";
 import { createSignupSweeper } from "./signup-sweeper.ts";
+import { createEmailVerification } from "./verification.ts";
 
 const DAY_MS = 86_400_000;
+
+const notYet = () => fail(Code.Unimplemented, "not available yet");
+
+/** Placeholders for the account flows and MFA until account-flows.ts and mfa.ts replace them. */
+const unimplementedFlows: AccountFlowHandlers = {
+  changePassword: async () => {
+    throw notYet();
+  },
+  requestPasswordReset: async () => {
+    throw notYet();
+  },
+  resetPassword: async () => {
+    throw notYet();
+  },
+  deleteAccount: async () => {
+    throw notYet();
+  },
+  enableMfa: async () => {
+    throw notYet();
+  },
+  confirmMfa: async () => {
+    throw notYet();
+  },
+  sendMfaCode: async () => {
+    throw notYet();
+  },
+  disableMfa: async () => {
+    throw notYet();
+  },
+  verifyMfa: async () => {
+    throw notYet();
+  },
+};
 
 /** The auth service, ready for startService. */
 export function createAuthService(config: AuthConfig): ServiceSpec {
@@ -24,9 +70,19 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
     config,
     migrations: join(import.meta.dirname, "../migrations"),
     streams: [defineStream({ name: "AUTH", subjects: ["auth.>"], maxAgeMs: 30 * DAY_MS })],
-    emits: [UserSignedUpSchema, SessionRevokedSchema],
+    emits: [
+      UserSignedUpSchema,
+      SessionRevokedSchema,
+      SignUpAttemptedSchema,
+      EmailVerifiedSchema,
+      SignedInSchema,
+    ],
     async build({ pool, mesh, log, revoked }) {
-      const store = createPgAuthStore(pool, { refreshS: config.refreshTokenTtlS });
+      const kek = config.keyEncryptionKey;
+      const store = createPgAuthStore(pool, {
+        refreshS: config.refreshTokenTtlS,
+        secrets: { seal: (plain) => seal(kek, plain), open: (sealed) => open(kek, sealed) },
+      });
       const keys = createKeyRing({
         store,
         encryptionKey: config.keyEncryptionKey,
@@ -38,24 +94,52 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
       });
       await keys.load();
       const verifier = keys.verifier(revoked);
-      const passwords = createPasswordHasher({ cost: config.bcryptCost, threads: config.bcryptThreads });
-      const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });
-      const sweeper = createSignupSweeper({ store, users, timeoutS: config.pendingSignupTimeoutS, log });
-      const handlers = createAuthHandlers({
-        store,
-        passwords,
-        keys,
-        verifier,
-        users,
-        issuer: config.tokenIssuer,
-        audience: config.tokenAudience,
+      const passwords = createPasswordHasher({
+        cost: config.bcryptCost,
+        threads: config.bcryptThreads,
+        maxPerKey: config.hashQueuePerClient,
       });
+      const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });
+      // Not waitForReady: SignUp must not hang on otp; a code that could not be sent is asked for again.
+      const otp = createServiceClient(OtpService, config.otpAddr, { mesh });
+      const verification = createEmailVerification(otp);
+      const throttle = createSignInThrottle(createPgThrottleStore(pool, config.signIn), config.signIn);
+      const roles = async (userId: string) => (await store.findActiveById(userId))?.roles ?? [];
+      const startSession = createSessionStarter({ store, keys, roles });
+      const sweeper = createSignupSweeper({
+        store,
+        users,
+        timeoutS: config.pendingSignupTimeoutS,
+        refreshGraceS: config.refreshGraceS,
+        onActivated: (account) =>
+          verification.send(account).catch((err) => log.warn({ err }, "could not send a verification code")),
+        log,
+      });
+      const handlers = createAuthHandlers(
+        {
+          store,
+          passwords,
+          keys,
+          verifier,
+          users,
+          verification,
+          throttle,
+          startSession,
+          roles,
+          mfa: noMfa,
+          refreshGraceS: config.refreshGraceS,
+          issuer: config.tokenIssuer,
+          audience: config.tokenAudience,
+        },
+        unimplementedFlows,
+      );
       return {
         services: [bindService(AuthService, handlers)],
         accessTokens: verifier,
         workers: [sweeper],
         close: async () => {
           users.close();
+          otp.close();
           await passwords.close();
         },
       };

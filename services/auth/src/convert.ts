@@ -1,9 +1,15 @@
 // Domain ↔ protobuf for auth: the only place that builds auth's response messages.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ClaimsSchema, JwkSchema, TokensSchema } from "@protomesh/contracts/auth/v1/auth_pb";
+import type {
+  ClaimsSchema,
+  JwkSchema,
+  SessionSchema,
+  TokensSchema,
+} from "@protomesh/contracts/auth/v1/auth_pb";
 import type { UserIdentity } from "@protomesh/platform";
 import type { JWK } from "jose";
+import type { SessionInfo } from "./pg-auth-store.ts";
 
 /** A signed access token and the refresh token of the same session. */
 export function toTokens(
@@ -32,7 +38,24 @@ export function toClaims(
     tokenId: id.tokenId,
     issueTime: timestampFromDate(id.issuedAt),
     expireTime: timestampFromDate(id.expiresAt),
+    // The platform's identity gains emailVerified with requireVerifiedEmail; until then, false.
+    emailVerified: (id as UserIdentity & { emailVerified?: boolean }).emailVerified === true,
   };
+}
+
+/** A user's sessions, the one the call was made with marked current. */
+export function toSessions(
+  sessions: SessionInfo[],
+  currentId: string,
+): MessageInitShape<typeof SessionSchema>[] {
+  return sessions.map((s) => ({
+    id: s.sessionId,
+    device: s.device,
+    ip: s.ip,
+    createTime: timestampFromDate(s.createdAt),
+    lastUsedTime: timestampFromDate(s.lastUsedAt),
+    current: s.sessionId === currentId,
+  }));
 }
 
 /** A public signing key, with only the JWK members a verifier needs. */

@@ -11,17 +11,26 @@ import { exportJWK, generateKeyPair, importJWK, type JSONWebKeySet, type JWK, Si
 import type { AuthStore, StoredKey } from "./pg-auth-store.ts";
 
 /** Encrypts with AES-256-GCM; the output is iv (12) | tag (16) | ciphertext. */
-function seal(key: Buffer, plain: string): Buffer {
+export function seal(key: Buffer, plain: string): Buffer {
   const iv = randomBytes(12);
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   const body = Buffer.concat([cipher.update(plain, "utf8"), cipher.final()]);
   return Buffer.concat([iv, cipher.getAuthTag(), body]);
 }
 
-function open(key: Buffer, sealed: Buffer): string {
+/** Decrypts what seal made; throws if it was tampered with or sealed with another key. */
+export function open(key: Buffer, sealed: Buffer): string {
   const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
   decipher.setAuthTag(sealed.subarray(12, 28));
   return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString("utf8");
+}
+
+/** What an access token says about its holder. */
+export interface AccessClaims {
+  userId: string;
+  sessionId: string;
+  roles: string[];
+  emailVerified: boolean;
 }
 
 type SigningKey = { kid: string; privateKey: CryptoKey | Uint8Array };
@@ -97,10 +106,14 @@ export function createKeyRing(opts: {
         ...(revoked ? { revoked } : {}),
       }),
     /** Signs an access token; returns it with its expiry. */
-    async sign(claims: { userId: string; sessionId: string; roles: string[] }) {
+    async sign(claims: AccessClaims) {
       const key = await fresh();
       const expiresAt = new Date((Math.floor(Date.now() / 1000) + opts.accessTokenTtlS) * 1000);
-      const token = await new SignJWT({ sid: claims.sessionId, roles: claims.roles })
+      const token = await new SignJWT({
+        sid: claims.sessionId,
+        roles: claims.roles,
+        email_verified: claims.emailVerified,
+      })
         .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, kid: key.kid, typ: ACCESS_TOKEN_TYPE })
         .setIssuer(opts.issuer)
         .setAudience(opts.audience)

@@ -4,13 +4,17 @@ import type { AuthStore } from "./pg-auth-store.ts";
 
 /**
  * Settles sign-ups left pending by a crash or an outage between the two halves of SignUp:
- * activates those whose profile UserService has, deletes those it does not. Only rows older
- * than the timeout are touched, so a sign-up still in flight is never judged.
+ * activates those whose profile UserService has (and sends their verification code), deletes
+ * those it does not. Only rows older than the timeout are touched, so a sign-up still in
+ * flight is never judged. It also forgets refresh-token successors past their grace window.
  */
 export function createSignupSweeper(opts: {
   store: AuthStore;
   users: ServiceClient<typeof UserService>;
   timeoutS: number;
+  /** Called for each sign-up it activates (sends the verification code). */
+  onActivated?: (account: { userId: string; email: string }) => Promise<void>;
+  refreshGraceS?: number;
   intervalMs?: number;
   log: Logger;
 }): Worker & { sweep(): Promise<{ activated: number; deleted: number }> } {
@@ -23,7 +27,11 @@ export function createSignupSweeper(opts: {
     for (const pending of await opts.store.listPending(opts.timeoutS)) {
       try {
         const { profile } = await opts.users.getUser({ userId: pending.userId });
-        if (await opts.store.activate(pending.userId, profile?.displayName ?? "")) activated++;
+        const email = await opts.store.activate(pending.userId, profile?.displayName ?? "");
+        if (email) {
+          activated++;
+          await opts.onActivated?.({ userId: pending.userId, email });
+        }
       } catch (err) {
         if (err instanceof ConnectError && err.code === Code.NotFound) {
           await opts.store.deletePending(pending.userId);
@@ -34,6 +42,7 @@ export function createSignupSweeper(opts: {
       }
     }
     if (activated + deleted > 0) opts.log.info({ activated, deleted }, "settled pending sign-ups");
+    await opts.store.dropExpiredSuccessors(opts.refreshGraceS ?? 0);
     return { activated, deleted };
   };
 

@@ -1,24 +1,39 @@
-// SignUp over the gateway: validation, and consistency between auth and user when user
-// refuses, is down, or a crash leaves a sign-up half done.
+// SignUp over the gateway: validation, no enumeration, exactly one winner of a race, and
+// consistency between auth and user when user refuses, is down, or a crash leaves a sign-up
+// half done.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { SignUpAttemptedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { createLogger, createMeshCredentials, createServiceClient } from "@protomesh/platform";
-import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail } from "@protomesh/testkit";
+import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
 import pg from "pg";
+import { open, seal } from "../src/key-ring.ts";
 import { createPgAuthStore } from "../src/pg-auth-store.ts";
 import { createSignupSweeper } from "../src/signup-sweeper.ts";
+import { authEvents } from "./auth-events.ts";
 
 let mesh: Mesh;
 before(async () => {
-  mesh = await startMesh({ services: ["auth", "user", "notify"] });
+  mesh = await startMesh({ services: ["auth", "user", "notify"], env: { auth: { BCRYPT_THREADS: "4" } } });
 });
 after(() => mesh?.stop());
 
 const PASSWORD = "correct horse battery";
+const OTHER_PASSWORD = "a different horse battery";
 const auth = () => gatewayClient(AuthService, mesh.url, "connect-json");
+
+/** True when the email and password sign in. */
+async function signsIn(email: string, password: string): Promise<boolean> {
+  try {
+    const { result } = await auth().signIn({ email, password });
+    return result.case === "tokens";
+  } catch {
+    return false;
+  }
+}
 
 async function authRows(email: string) {
   const client = new pg.Client(mesh.env.auth.DATABASE_URL);
@@ -68,13 +83,43 @@ describe("validation", () => {
 });
 
 describe("sign-up consistency across auth and user", () => {
-  test("a duplicate email, in any case, gets ALREADY_EXISTS", async () => {
-    const email = uniqueEmail();
-    await auth().signUp({ email, password: PASSWORD, displayName: "Di" });
-    const err = await failure(
-      auth().signUp({ email: email.toUpperCase(), password: PASSWORD, displayName: "Di" }),
-    );
-    assert.equal(err.code, Code.AlreadyExists);
+  test("an existing email, in any case, gets the answer a new one gets, changes nothing, and tells the owner once an hour", async () => {
+    const email = uniqueEmail("dup");
+    const fresh = await auth().signUp({ email, password: PASSWORD, displayName: "Di" });
+    const again = await auth().signUp({
+      email: email.toUpperCase(),
+      password: OTHER_PASSWORD,
+      displayName: "Eve",
+    });
+    const third = await auth().signUp({ email, password: OTHER_PASSWORD, displayName: "Eve" });
+    assert.deepEqual(again, fresh);
+    assert.deepEqual(third, fresh);
+    assert.ok(await signsIn(email, PASSWORD), "the owner's password still works");
+    assert.equal(await signsIn(email, OTHER_PASSWORD), false);
+    assert.deepEqual(await authRows(email), [{ status: "active" }]);
+    const attempts = await waitUntil(async () => {
+      const events = (await authEvents(mesh.nats.url, SignUpAttemptedSchema)).filter(
+        (e) => e.email === email,
+      );
+      return events.length > 0 ? events : undefined;
+    });
+    assert.equal(attempts.length, 1, "two attempts within the hour tell the owner once");
+  });
+
+  test("over HTTP, SignUp answers a new and an existing email with the same status and body", async () => {
+    const email = uniqueEmail("same");
+    const post = async (address: string) => {
+      const res = await fetch(`${mesh.url}/protomesh.auth.v1.AuthService/SignUp`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: address, password: PASSWORD, displayName: "Sam" }),
+      });
+      return { status: res.status, body: await res.text() };
+    };
+    const created = await post(email);
+    const existing = await post(email);
+    assert.deepEqual(existing, created);
+    assert.deepEqual(created, { status: 200, body: "{}" });
   });
 
   test("when user refuses the profile, auth keeps nothing", async () => {
@@ -86,8 +131,8 @@ describe("sign-up consistency across auth and user", () => {
     await mesh2user.createUser({ userId: crypto.randomUUID(), email, displayName: "Old" });
     mesh2user.close();
 
-    const err = await failure(auth().signUp({ email, password: PASSWORD, displayName: "New" }));
-    assert.equal(err.code, Code.AlreadyExists);
+    // The answer every sign-up gets: nothing tells the caller that the address is known.
+    await auth().signUp({ email, password: PASSWORD, displayName: "New" });
     assert.deepEqual(await authRows(email), []);
   });
 
@@ -106,12 +151,13 @@ describe("sign-up consistency across auth and user", () => {
     } finally {
       await mesh.start("user");
     }
-    const { userId } = await auth().signUp({ email, password: PASSWORD, displayName: "Ed" });
-    assert.ok(userId);
+    // The retry with the same password finishes the sign-up that was left pending.
+    await auth().signUp({ email, password: PASSWORD, displayName: "Ed" });
     assert.deepEqual(await authRows(email), [{ status: "active" }]);
-    const { tokens } = await auth().signIn({ email, password: PASSWORD });
-    const users = gatewayClient(UserService, mesh.url, "connect-json", () => tokens?.accessToken);
-    assert.equal((await users.getMe({})).user?.id, userId);
+    const { result } = await auth().signIn({ email, password: PASSWORD });
+    assert.equal(result.case, "tokens");
+    const users = gatewayClient(UserService, mesh.url, "connect-json", () => result.value.accessToken);
+    assert.equal((await users.getMe({})).user?.email, email);
     await mesh.smtp.waitFor((m) => m.to.includes(email));
   });
 
@@ -127,6 +173,42 @@ describe("sign-up consistency across auth and user", () => {
   });
 });
 
+describe("concurrent sign-ups for one email", () => {
+  test("two replicas with four bcrypt threads each: exactly one account, and its password works", async () => {
+    const second = await mesh.start("auth", { env: { PORT: "0", BCRYPT_THREADS: "4" } });
+    const replicas = [mesh.addr("auth"), `127.0.0.1:${second.port}`].map((addr) =>
+      createServiceClient(AuthService, addr),
+    );
+    try {
+      for (let round = 0; round < 5; round++) {
+        const email = uniqueEmail("race");
+        const passwords = [0, 1, 2, 3].map((i) => `${PASSWORD} ${round}-${i}`);
+        const answers = await Promise.all(
+          passwords.map((password, i) =>
+            (replicas[i % 2] as (typeof replicas)[number]).signUp({ email, password, displayName: `R${i}` }),
+          ),
+        );
+        for (const a of answers)
+          assert.deepEqual({ ...a }, { ...answers[0] }, "every racer gets the same answer");
+        assert.deepEqual(await authRows(email), [{ status: "active" }]);
+        const working = [];
+        for (const p of passwords) if (await signsIn(email, p)) working.push(p);
+        assert.equal(working.length, 1, `exactly one password signs in, got ${working.length}`);
+        const signedUp = await waitUntil(async () => {
+          const events = (await authEvents(mesh.nats.url, UserSignedUpSchema)).filter(
+            (e) => e.email === email,
+          );
+          return events.length > 0 ? events : undefined;
+        });
+        assert.equal(signedUp.length, 1, "one account, one UserSignedUp");
+      }
+    } finally {
+      for (const r of replicas) r.close();
+      await second.stop();
+    }
+  });
+});
+
 describe("sign-ups left pending by a crash", () => {
   test("the sweeper activates one whose profile exists and deletes one whose profile does not", async () => {
     const pool = new pg.Pool({ connectionString: mesh.env.auth.DATABASE_URL });
@@ -134,7 +216,11 @@ describe("sign-ups left pending by a crash", () => {
       mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
     });
     try {
-      const store = createPgAuthStore(pool, { refreshS: 3600 });
+      const kek = Buffer.from(mesh.env.auth.AUTH_KEY_ENCRYPTION_KEY ?? "", "base64");
+      const store = createPgAuthStore(pool, {
+        refreshS: 3600,
+        secrets: { seal: (p) => seal(kek, p), open: (s) => open(kek, s) },
+      });
       // Crash after user created the profile, before auth activated the credential.
       const profiled = uniqueEmail("swept");
       const profiledId = await store.reservePending(profiled, "not-a-real-hash");

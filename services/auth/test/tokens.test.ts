@@ -15,18 +15,25 @@ import {
   createServiceClient,
   type Pool,
 } from "@protomesh/platform";
-import { assertCode, gatewayClient, type Mesh, startMesh, uniqueEmail } from "@protomesh/testkit";
+import {
+  assertCode,
+  gatewayClient,
+  type Mesh,
+  signUpAndSignIn,
+  startMesh,
+  uniqueEmail,
+} from "@protomesh/testkit";
 import { base64url, decodeJwt, decodeProtectedHeader, generateKeyPair, type JWK, SignJWT } from "jose";
-import { createKeyRing } from "../src/key-ring.ts";
+import { createKeyRing, open, seal } from "../src/key-ring.ts";
 import { createPgAuthStore } from "../src/pg-auth-store.ts";
-
-const PASSWORD = "correct horse battery";
 
 let mesh: Mesh;
 let authPool: Pool | undefined;
 const closers: Array<() => void> = [];
 before(async () => {
-  mesh = await startMesh({ services: ["auth", "user"] });
+  // No grace window here: a second use of a refresh token is theft at once (the window has
+  // tests of its own in sessions.test.ts).
+  mesh = await startMesh({ services: ["auth", "user"], env: { auth: { REFRESH_GRACE_S: "0" } } });
 });
 after(async () => {
   for (const close of closers) close();
@@ -44,11 +51,11 @@ const directUsers = (options: Parameters<typeof createServiceClient>[2] = {}) =>
 
 /** Signs up a fresh user and signs in once. */
 async function signedIn(tag = "tokens") {
-  const email = uniqueEmail(tag);
-  const { userId } = await auth().signUp({ email, password: PASSWORD, displayName: "Tess" });
-  const { tokens } = await auth().signIn({ email, password: PASSWORD });
-  assert.ok(tokens?.accessToken && tokens.refreshToken);
-  return { userId, email, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken };
+  const { userId, email, password, tokens } = await signUpAndSignIn(auth(), {
+    email: uniqueEmail(tag),
+    displayName: "Tess",
+  });
+  return { userId, email, password, accessToken: tokens.accessToken, refreshToken: tokens.refreshToken };
 }
 
 /**
@@ -58,9 +65,13 @@ async function signedIn(tag = "tokens") {
 async function realKeySigner(overrides: { ttlS?: number; issuer?: string; audience?: string } = {}) {
   const log = createLogger("tokens-test", "silent");
   authPool ??= createPool(mesh.env.auth.DATABASE_URL ?? "", log, 2);
+  const kek = Buffer.from(mesh.env.auth.AUTH_KEY_ENCRYPTION_KEY ?? "", "base64");
   return createKeyRing({
-    store: createPgAuthStore(authPool, { refreshS: 3600 }),
-    encryptionKey: Buffer.from(mesh.env.auth.AUTH_KEY_ENCRYPTION_KEY ?? "", "base64"),
+    store: createPgAuthStore(authPool, {
+      refreshS: 3600,
+      secrets: { seal: (p) => seal(kek, p), open: (s) => open(kek, s) },
+    }),
+    encryptionKey: kek,
     rotationS: 365 * 86400,
     accessTokenTtlS: overrides.ttlS ?? 900,
     issuer: overrides.issuer ?? "protomesh",
@@ -118,8 +129,9 @@ describe("refresh tokens", () => {
 
   test("signing out one session leaves the user's other sessions alone", async () => {
     const first = await signedIn();
-    const { tokens } = await auth().signIn({ email: first.email, password: PASSWORD });
-    assert.ok(tokens?.refreshToken);
+    const { result } = await auth().signIn({ email: first.email, password: first.password });
+    assert.equal(result.case, "tokens");
+    const tokens = result.value;
 
     await auth().signOut({ refreshToken: first.refreshToken });
     const other = await auth().refreshToken({ refreshToken: tokens.refreshToken });
@@ -162,6 +174,7 @@ describe("access tokens", () => {
       userId,
       sessionId: String(sid),
       roles: ["user"],
+      emailVerified: false,
     });
     assert.equal((await directUsers().getMe({}, { accessToken: token })).user?.id, userId);
   });
@@ -273,7 +286,12 @@ async function bearerFor(
   user: { userId: string; accessToken: string },
 ) {
   const { sid } = decodeJwt(user.accessToken);
-  const { token } = await signer.sign({ userId: user.userId, sessionId: String(sid), roles: ["user"] });
+  const { token } = await signer.sign({
+    userId: user.userId,
+    sessionId: String(sid),
+    roles: ["user"],
+    emailVerified: false,
+  });
   return `Bearer ${token}`;
 }
 
