@@ -8,14 +8,21 @@ import {
   Code,
   ConnectError,
   fail,
+  type Pool,
   requireUser,
   retryLater,
   type ServiceClient,
   type ServiceHandlers,
 } from "@protomesh/platform";
-import { normalizeEmail } from "./auth-service.ts";
-import type { Account, Mfa } from "./mfa.ts";
-import type { AccountStore } from "./pg-account-store.ts";
+import { type AccountFlowHandlers as AllFlowHandlers, type MfaGate, normalizeEmail } from "./auth-service.ts";
+import { type Account, createMfa, type Mfa } from "./mfa.ts";
+import { checkNewPassword, normalizePassword } from "./password-policy.ts";
+import type { PasswordHasher } from "./passwords.ts";
+import { type AccountStore, createPgAccountStore } from "./pg-account-store.ts";
+import type { AuthStore } from "./pg-auth-store.ts";
+import { createPgMfaStore } from "./pg-mfa-store.ts";
+import type { StartSession } from "./sessions.ts";
+import type { SignInThrottle } from "./sign-in-throttle.ts";
 
 type FlowName = "changePassword" | "requestPasswordReset" | "resetPassword" | "deleteAccount";
 /** The account methods of AuthService. */
@@ -79,6 +86,11 @@ export function createPasswordCheck(deps: PasswordCheckDeps) {
 
 /** What the account flows need from the rest of auth. */
 export interface AccountFlowDeps {
+  /** Lookups of active accounts (pg-auth-store). */
+  lookup: {
+    findActive(email: string): Promise<Account | undefined>;
+    findActiveById(userId: string): Promise<Account | undefined>;
+  };
   accounts: AccountStore;
   mfa: Pick<Mfa, "requireCode">;
   confirmPassword: ReturnType<typeof createPasswordCheck>;
@@ -101,7 +113,7 @@ export function createAccountFlows(deps: AccountFlowDeps): AccountFlowHandlers {
   });
 
   const callerAccount = async (ctx: CallContext) => {
-    const account = await accounts.byId(requireUser(ctx).userId);
+    const account = await deps.lookup.findActiveById(requireUser(ctx).userId);
     if (!account) throw fail(Code.Unauthenticated, "this account no longer exists");
     return account;
   };
@@ -124,7 +136,7 @@ export function createAccountFlows(deps: AccountFlowDeps): AccountFlowHandlers {
 
     async requestPasswordReset(req, ctx) {
       const email = normalizeEmail(req.email);
-      const userId = await accounts.idByEmail(email);
+      const userId = (await deps.lookup.findActive(email))?.userId;
       // Both paths answer right after the same lookup; the code is issued afterwards, so an
       // existing account costs no extra time before the answer. Failures (e.g. the resend
       // cooldown) are not the caller's to see: they would tell that the account exists.
@@ -154,7 +166,7 @@ export function createAccountFlows(deps: AccountFlowDeps): AccountFlowHandlers {
     async resetPassword(req, ctx) {
       const email = normalizeEmail(req.email);
       const password = deps.checkNewPassword(req.newPassword, email, "new_password");
-      const userId = await accounts.idByEmail(email);
+      const userId = (await deps.lookup.findActive(email))?.userId;
       // An unknown email asks otp about a subject that never has a code: the same answer (NO_CODE
       // → the wrong-code error) at the same cost as a wrong code for a real account.
       let res: Awaited<ReturnType<typeof otp.verify>>;
@@ -188,4 +200,41 @@ export function createAccountFlows(deps: AccountFlowDeps): AccountFlowHandlers {
       return {};
     },
   };
+}
+
+/** auth's parts the account flows and MFA are built from. */
+export interface AccountParts {
+  pool: Pool;
+  store: AuthStore;
+  passwords: PasswordHasher;
+  throttle: SignInThrottle;
+  otp: ServiceClient<typeof OtpService>;
+  startSession: StartSession;
+  /** AUTH_KEY_ENCRYPTION_KEY: seals TOTP secrets. */
+  encryptionKey: Buffer;
+}
+
+/** The account flows and MFA wired from auth's parts: the handlers and the SignIn gate app.ts plugs in. */
+export function createAccountParts(parts: AccountParts): { flows: AllFlowHandlers; mfa: MfaGate } {
+  const { pool, store, passwords, throttle, otp } = parts;
+  const confirmPassword = createPasswordCheck({ passwords, normalizePassword, throttle });
+  const mfa = createMfa({
+    store: createPgMfaStore(pool),
+    accounts: store,
+    confirmPassword,
+    otp,
+    encryptionKey: parts.encryptionKey,
+    startSession: parts.startSession,
+  });
+  const flows = createAccountFlows({
+    lookup: store,
+    accounts: createPgAccountStore(pool),
+    mfa,
+    confirmPassword,
+    passwords,
+    checkNewPassword,
+    throttle,
+    otp,
+  });
+  return { flows: { ...flows, ...mfa.handlers }, mfa };
 }

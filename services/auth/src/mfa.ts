@@ -19,9 +19,10 @@ import {
   type ServiceClient,
   type ServiceHandlers,
 } from "@protomesh/platform";
+import { open, seal } from "./key-ring.ts";
 import type { FactorMethod, MfaStore } from "./pg-mfa-store.ts";
 import { hashRecoveryCode, newRecoveryCodes } from "./recovery-codes.ts";
-import { newTotpSecret, openSecret, sealSecret, totpStep, totpUri } from "./totp.ts";
+import { newTotpSecret, totpStep, totpUri } from "./totp.ts";
 
 /** How long a sign-in challenge lives: enough to open a mailbox or an app. */
 export const CHALLENGE_TTL_MS = 5 * 60_000;
@@ -40,7 +41,7 @@ export type SessionAccount = Pick<Account, "userId" | "email" | "emailVerified">
 /** What the MFA handlers need from the rest of auth. */
 export interface MfaDeps {
   store: MfaStore;
-  accounts: { byId(userId: string): Promise<Account | undefined> };
+  accounts: { findActiveById(userId: string): Promise<Account | undefined> };
   /** Checks the account's password (counted as a sign-in attempt); throws UNAUTHENTICATED if wrong. */
   confirmPassword(account: Account, password: string, ctx: CallContext): Promise<void>;
   otp: ServiceClient<typeof OtpService>;
@@ -66,7 +67,7 @@ const BAD_CHALLENGE = "wrong code, or an unknown, expired or used challenge";
 
 /** The signed-in caller's account; a token whose account is gone is refused. */
 async function callerAccount(deps: MfaDeps, ctx: CallContext): Promise<Account> {
-  const account = await deps.accounts.byId(requireUser(ctx).userId);
+  const account = await deps.accounts.findActiveById(requireUser(ctx).userId);
   if (!account) throw fail(Code.Unauthenticated, "this account no longer exists");
   return account;
 }
@@ -127,7 +128,7 @@ export function createMfa(deps: MfaDeps) {
     if (!factor) return false;
     if (factor.method === "email") return emailCodeOk(userId, emailPurpose, code, ctx);
     if (!factor.secretEnc || !SIX_DIGITS.test(code)) return false;
-    const step = totpStep(openSecret(deps.encryptionKey, factor.secretEnc), code);
+    const step = totpStep(open(deps.encryptionKey, factor.secretEnc), code);
     return step !== undefined && (await store.useTotpStep(userId, step));
   };
 
@@ -166,7 +167,7 @@ export function createMfa(deps: MfaDeps) {
         return {};
       }
       const secret = newTotpSecret();
-      if (!(await store.startEnrolment(account.userId, "totp", sealSecret(deps.encryptionKey, secret)))) {
+      if (!(await store.startEnrolment(account.userId, "totp", seal(deps.encryptionKey, secret)))) {
         throw fail(Code.FailedPrecondition, "authenticator-app MFA is already on");
       }
       return { totpSecret: secret, otpauthUri: totpUri(secret, account.email) };
@@ -183,7 +184,7 @@ export function createMfa(deps: MfaDeps) {
       if (method === "email") {
         ok = await emailCodeOk(account.userId, Purpose.ENABLE_MFA, req.code, ctx);
       } else {
-        const step = factor.secretEnc && totpStep(openSecret(deps.encryptionKey, factor.secretEnc), req.code);
+        const step = factor.secretEnc && totpStep(open(deps.encryptionKey, factor.secretEnc), req.code);
         // Recording the step keeps the confirming code from also passing a sign-in.
         ok = typeof step === "number" && (await store.useTotpStep(account.userId, step));
       }
@@ -220,7 +221,7 @@ export function createMfa(deps: MfaDeps) {
       // The try is taken before the code is checked: a challenge dies after its 5th code.
       const userId = await store.attemptChallenge(req.challengeToken);
       if (!userId) throw fail(Code.Unauthenticated, BAD_CHALLENGE);
-      const account = await deps.accounts.byId(userId);
+      const account = await deps.accounts.findActiveById(userId);
       if (!account) throw fail(Code.Unauthenticated, BAD_CHALLENGE);
       if (!(await checkCode(userId, req.method, req.code, Purpose.SIGN_IN, ctx))) {
         throw fail(Code.Unauthenticated, BAD_CHALLENGE);

@@ -1,6 +1,5 @@
 // Authenticator-app codes (RFC 6238: SHA-1, 6 digits, 30 s, what every app supports) through the
-// otpauth library, and sealing of the shared secrets at rest.
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+// otpauth library. Secrets are sealed at rest with key-ring.ts's seal/open.
 import { Secret, TOTP } from "otpauth";
 
 const ISSUER = "Protomesh";
@@ -30,19 +29,4 @@ export const totpUri = (secret: string, email: string): string => totpFor(secret
 export function totpStep(secret: string, code: string, now = Date.now()): number | undefined {
   const delta = totpFor(secret).validate({ token: code, timestamp: now, window: 1 });
   return delta === null ? undefined : Math.floor(now / 1000 / PERIOD_S) + delta;
-}
-
-/** Encrypts with AES-256-GCM, as key-ring.ts seals signing keys: iv (12) | tag (16) | ciphertext. */
-export function sealSecret(key: Buffer, plain: string): Buffer {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  const body = Buffer.concat([cipher.update(plain, "utf8"), cipher.final()]);
-  return Buffer.concat([iv, cipher.getAuthTag(), body]);
-}
-
-/** Decrypts what sealSecret made; throws if it was tampered with or sealed with another key. */
-export function openSecret(key: Buffer, sealed: Buffer): string {
-  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
-  decipher.setAuthTag(sealed.subarray(12, 28));
-  return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString("utf8");
 }

@@ -4,7 +4,10 @@ import { subjectOf } from "@protomesh/platform";
 import { connect } from "nats";
 
 /** Every event of this type on the AUTH stream so far (test streams are small: read them whole). */
-export async function authEvents<D extends DescMessage>(natsUrl: string, schema: D): Promise<MessageShape<D>[]> {
+export async function authEvents<D extends DescMessage>(
+  natsUrl: string,
+  schema: D,
+): Promise<MessageShape<D>[]> {
   const nc = await connect({ servers: natsUrl });
   try {
     const jsm = await nc.jetstreamManager();
