@@ -2,23 +2,25 @@ import { join } from "node:path";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import {
   EmailVerifiedSchema,
+  MfaChangedSchema,
+  PasswordChangedSchema,
   SessionRevokedSchema,
   SignedInSchema,
   SignUpAttemptedSchema,
+  UserDeletedSchema,
   UserSignedUpSchema,
 } from "@protomesh/contracts/auth/v1/events_pb";
 import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   bindService,
-  Code,
   createServiceClient,
   defineStream,
-  fail,
   type ServiceModule,
   type ServiceSpec,
 } from "@protomesh/platform";
-import { type AccountFlowHandlers, createAuthHandlers, noMfa } from "./auth-service.ts";
+import { createAccountParts } from "./account-flows.ts";
+import { createAuthHandlers } from "./auth-service.ts";
 import { type AuthConfig, readAuthConfig } from "./config.ts";
 import { createKeyRing, open, seal } from "./key-ring.ts";
 import { createPasswordHasher } from "./passwords.ts";
@@ -30,39 +32,6 @@ import { createSignupSweeper } from "./signup-sweeper.ts";
 import { createEmailVerification } from "./verification.ts";
 
 const DAY_MS = 86_400_000;
-
-const notYet = () => fail(Code.Unimplemented, "not available yet");
-
-/** Placeholders for the account flows and MFA until account-flows.ts and mfa.ts replace them. */
-const unimplementedFlows: AccountFlowHandlers = {
-  changePassword: async () => {
-    throw notYet();
-  },
-  requestPasswordReset: async () => {
-    throw notYet();
-  },
-  resetPassword: async () => {
-    throw notYet();
-  },
-  deleteAccount: async () => {
-    throw notYet();
-  },
-  enableMfa: async () => {
-    throw notYet();
-  },
-  confirmMfa: async () => {
-    throw notYet();
-  },
-  sendMfaCode: async () => {
-    throw notYet();
-  },
-  disableMfa: async () => {
-    throw notYet();
-  },
-  verifyMfa: async () => {
-    throw notYet();
-  },
-};
 
 /** The auth service, ready for startService. */
 export function createAuthService(config: AuthConfig): ServiceSpec {
@@ -76,6 +45,9 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
       SignUpAttemptedSchema,
       EmailVerifiedSchema,
       SignedInSchema,
+      PasswordChangedSchema,
+      MfaChangedSchema,
+      UserDeletedSchema,
     ],
     async build({ pool, mesh, log, revoked }) {
       const kek = config.keyEncryptionKey;
@@ -116,6 +88,15 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
           verification.send(account).catch((err) => log.warn({ err }, "could not send a verification code")),
         log,
       });
+      const account = createAccountParts({
+        pool,
+        store,
+        passwords,
+        throttle,
+        otp,
+        startSession,
+        encryptionKey: kek,
+      });
       const handlers = createAuthHandlers(
         {
           store,
@@ -127,12 +108,12 @@ export function createAuthService(config: AuthConfig): ServiceSpec {
           throttle,
           startSession,
           roles,
-          mfa: noMfa,
+          mfa: account.mfa,
           refreshGraceS: config.refreshGraceS,
           issuer: config.tokenIssuer,
           audience: config.tokenAudience,
         },
-        unimplementedFlows,
+        account.flows,
       );
       return {
         services: [bindService(AuthService, handlers)],
