@@ -19,8 +19,8 @@ import {
   type Logger,
   metrics,
   REQUEST_ID_HEADER,
-  USER_AGENT_HEADER,
   statusName,
+  USER_AGENT_HEADER,
   type UserIdentity,
 } from "@protomesh/platform";
 import { Histogram } from "prom-client";

@@ -6,7 +6,7 @@ import { AuthService, MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import type { ReceivedMail } from "@protomesh/devkit";
-import { gatewayClient, type Mesh, TEST_PASSWORD, uniqueEmail } from "@protomesh/testkit";
+import { gatewayClient, type Mesh, rememberSecrets, TEST_PASSWORD, uniqueEmail } from "@protomesh/testkit";
 import { decodeJwt } from "jose";
 import { Secret, TOTP } from "otpauth";
 
@@ -48,6 +48,7 @@ export async function codeAfter(mesh: Mesh, to: string, subject: string, action:
 export function codeIn(mail: ReceivedMail): string {
   const code = /\b(\d{6})\b/.exec(mail.text)?.[1];
   assert.ok(code, `no code in "${mail.subject}"`);
+  rememberSecrets(code);
   return code;
 }
 

@@ -12,6 +12,8 @@ import { accountDeletedEmail } from "../templates.ts";
 export function createAccountDeletions(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-account-deletions",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: UserDeletedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

@@ -11,6 +11,8 @@ import { codeEmail, codeSms } from "../templates.ts";
 export function createCodeMessages(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-code-messages",
+    // A newer code supersedes an older one: send them in the order they were issued.
+    orderKey: (e) => e.userId || e.destination,
     event: OtpIssuedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

@@ -8,6 +8,8 @@ import { newDeviceEmail } from "../templates.ts";
 export function createLoginAlerts(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-login-alerts",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: SignedInSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

@@ -8,6 +8,8 @@ import { mfaChangedEmail } from "../templates.ts";
 export function createMfaEmails(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-mfa-emails",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: MfaChangedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

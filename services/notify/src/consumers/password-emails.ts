@@ -8,6 +8,8 @@ import { passwordChangedEmail } from "../templates.ts";
 export function createPasswordEmails(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-password-emails",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: PasswordChangedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

@@ -8,6 +8,8 @@ import { signUpAttemptedEmail } from "../templates.ts";
 export function createSignUpAttempts(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-signup-attempts",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: SignUpAttemptedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,

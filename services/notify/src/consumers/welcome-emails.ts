@@ -10,6 +10,8 @@ import { welcomeEmail } from "../templates.ts";
 export function createWelcomeEmails(deps: ConsumerDeps) {
   return consumer({
     durable: "notify-welcome-emails-verified",
+    // One user's messages in the order they happened; different users in parallel.
+    orderKey: (e) => e.userId,
     event: EmailVerifiedSchema,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,
