@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { EmailVerifiedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { createServiceClient } from "@protomesh/platform";
@@ -114,7 +114,7 @@ test("an open stream ends with UNAUTHENTICATED when its session is revoked", asy
     [Symbol.asyncIterator]();
   // One message through it proves the stream open on the service before the revocation.
   const first = stream.next();
-  await publishEvent(mesh.nats.url, UserSignedUpSchema, { userId, email, displayName: "Stu" });
+  await publishEvent(mesh.nats.url, EmailVerifiedSchema, { userId, email, displayName: "Stu" });
   assert.equal((await within(first, 15_000, "a first message")).done, false);
 
   const ended = failure({ [Symbol.asyncIterator]: () => stream });

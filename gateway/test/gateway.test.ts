@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
-import { UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { EmailVerifiedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { meshServices } from "@protomesh/mesh";
@@ -157,8 +157,8 @@ test("stopping the gateway ends open streams at once with UNAVAILABLE, so client
       [Symbol.asyncIterator](),
   );
   const firsts = streams.map((s) => s.next());
-  // Another welcome for the same user: one notification that every open stream receives.
-  await publishEvent(mesh.nats.url, UserSignedUpSchema, { userId, email, displayName: "Gus" });
+  // A welcome for the same user: one notification that every open stream receives.
+  await publishEvent(mesh.nats.url, EmailVerifiedSchema, { userId, email, displayName: "Gus" });
   // A message through each stream proves it open end to end.
   for (const first of firsts) assert.equal((await within(first, 15_000, "a first message")).done, false);
   const ends = streams.map((s) => failure({ [Symbol.asyncIterator]: () => s }));

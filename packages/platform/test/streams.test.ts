@@ -14,7 +14,7 @@ import {
   readServiceConfig,
   startService,
 } from "@protomesh/platform";
-import { startMesh, uniqueEmail, waitUntil, within } from "@protomesh/testkit";
+import { startMesh, TEST_PASSWORD, uniqueEmail, waitUntil, within } from "@protomesh/testkit";
 import { connect, type NatsConnection, StorageType } from "nats";
 import { ensureStreams } from "../src/nats.ts";
 
@@ -113,8 +113,10 @@ test("a consumer never creates the producer's stream: it waits, then binds once 
   assert.equal(await health.check(HEALTH.events), "NOT_SERVING", "its consumer is not bound yet");
   await assert.rejects(jsm.streams.info("AUTH"), /stream not found/);
 
+  // notify consumes events of auth (accounts) and otp (codes): both producers declare their streams.
   await mesh.start("auth");
   await mesh.start("user");
+  await mesh.start("otp");
   await waitUntil(async () => (await health.check(HEALTH.events)) === "SERVING", 15_000, "notify bound");
   const info = await jsm.streams.info("AUTH");
   assert.equal(info.config.max_age, 30 * 24 * 60 * MINUTE * 1e6, "auth created AUTH as auth declares it");
@@ -122,7 +124,7 @@ test("a consumer never creates the producer's stream: it waits, then binds once 
   const email = uniqueEmail("late-producer");
   const auth = createServiceClient(AuthService, mesh.addr("auth"));
   t.after(() => auth.close());
-  await auth.signUp({ email, password: "correct horse battery", displayName: "Lu" });
+  await auth.signUp({ email, password: TEST_PASSWORD, displayName: "Lu" });
   await mesh.smtp.waitFor((m) => m.to.includes(email));
 });
 
