@@ -6,7 +6,14 @@ import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { AuthService, type Tokens } from "@protomesh/contracts/auth/v1/auth_pb";
 import { SessionRevokedSchema, SignedInSchema } from "@protomesh/contracts/auth/v1/events_pb";
-import { createLogger, createPool, createServiceClient } from "@protomesh/platform";
+import {
+  createGatewayCredentials,
+  createLogger,
+  createPool,
+  createServiceClient,
+  GATEWAY_TOKEN_HEADER,
+  USER_AGENT_HEADER,
+} from "@protomesh/platform";
 import { assertCode, type Mesh, query, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
 import { createPgAuthStore } from "../src/pg-auth-store.ts";
 import { authEvents } from "./auth-events.ts";
@@ -27,10 +34,12 @@ after(async () => {
   await mesh?.stop();
 });
 
+/** Signs in as the gateway would call: the browser's User-Agent vouched for by its credential. */
 async function signIn(email: string, userAgent = FIREFOX): Promise<Tokens> {
+  const gateway = createGatewayCredentials(mesh.env.auth.GATEWAY_SECRET as string);
   const { result } = await auth.signIn(
     { email, password: PASSWORD },
-    { headers: { "x-user-agent": userAgent } },
+    { headers: { [USER_AGENT_HEADER]: userAgent, [GATEWAY_TOKEN_HEADER]: await gateway.token() } },
   );
   assert.equal(result.case, "tokens");
   return result.value;

@@ -17,7 +17,10 @@ import { authEvents } from "./auth-events.ts";
 
 let mesh: Mesh;
 before(async () => {
-  mesh = await startMesh({ services: ["auth", "user", "otp", "notify"], env: { auth: { BCRYPT_THREADS: "4" } } });
+  mesh = await startMesh({
+    services: ["auth", "user", "otp", "notify"],
+    env: { auth: { BCRYPT_THREADS: "4" } },
+  });
 });
 after(() => mesh?.stop());
 
