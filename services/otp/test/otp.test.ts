@@ -345,6 +345,7 @@ describe("configuration", () => {
     DATABASE_URL: "postgres://localhost/protomesh_otp",
     NATS_URL: "nats://localhost:4222",
     MESH_SECRET: "m".repeat(32),
+    GATEWAY_SECRET: "g".repeat(32),
   };
 
   test("a missing or short OTP_HASH_KEY, and a bad OTP_* setting, stop the start naming each, never echoing the key", () => {
