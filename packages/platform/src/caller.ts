@@ -150,7 +150,7 @@ export function createAccessTokenVerifier(opts: {
  * tokens, and not in the future: a leaked signing key or a mistaken issuer must not yield
  * tokens that outlive every rotation and revocation.
  */
-function issuedWithin(payload: JWTPayload, maxLifetimeS: number): boolean {
+export function issuedWithin(payload: JWTPayload, maxLifetimeS: number): boolean {
   const { iat, exp } = payload;
   if (typeof iat !== "number" || typeof exp !== "number") return false;
   return exp - iat <= maxLifetimeS && exp > iat && iat <= Date.now() / 1000 + CLOCK_SKEW_S;
@@ -262,20 +262,47 @@ const encoder = new TextEncoder();
  * keyed by MESH_SECRET. The gateway never holds the secret, so nothing from outside can mint one.
  */
 export function createMeshCredentials(secret: string, serviceName: string): { token(): Promise<string> } {
-  const key = encoder.encode(secret);
+  return createHs256Credentials({
+    secret,
+    subject: serviceName,
+    audience: MESH_AUDIENCE,
+    type: "mesh+jwt",
+    ttlS: MESH_TOKEN_TTL_S,
+  });
+}
+
+/**
+ * A short-lived HS256 JWT for one audience, minted when the last is half through its life and
+ * shared by concurrent callers: the mesh's and the gateway's credentials.
+ */
+export function createHs256Credentials(opts: {
+  secret: string;
+  subject: string;
+  audience: string;
+  type: string;
+  ttlS: number;
+}): { token(): Promise<string> } {
+  const key = encoder.encode(opts.secret);
   let cached: { token: string; renewAt: number } | undefined;
+  let pending: Promise<string> | undefined;
   return {
     async token() {
       if (cached && Date.now() < cached.renewAt) return cached.token;
-      const token = await new SignJWT({})
-        .setProtectedHeader({ alg: "HS256", typ: "mesh+jwt" })
-        .setSubject(serviceName)
-        .setAudience(MESH_AUDIENCE)
+      pending ??= new SignJWT({})
+        .setProtectedHeader({ alg: "HS256", typ: opts.type })
+        .setSubject(opts.subject)
+        .setAudience(opts.audience)
         .setIssuedAt()
-        .setExpirationTime(`${MESH_TOKEN_TTL_S}s`)
-        .sign(key);
-      cached = { token, renewAt: Date.now() + (MESH_TOKEN_TTL_S / 2) * 1000 };
-      return token;
+        .setExpirationTime(`${opts.ttlS}s`)
+        .sign(key)
+        .then((token) => {
+          cached = { token, renewAt: Date.now() + (opts.ttlS / 2) * 1000 };
+          return token;
+        })
+        .finally(() => {
+          pending = undefined;
+        });
+      return pending;
     },
   };
 }

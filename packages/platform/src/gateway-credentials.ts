@@ -1,7 +1,8 @@
 // The gateway's word for the client address it forwards. Services believe `x-forwarded-for` only
 // from a caller that proves it is the gateway (or a mesh service); anyone else could claim any
 // address and dodge auth's per-address throttling or forge the IPs its sessions record.
-import { jwtVerify, SignJWT } from "jose";
+import { jwtVerify } from "jose";
+import { createHs256Credentials, issuedWithin } from "./caller.ts";
 import { Code, ConnectError } from "./errors.ts";
 
 /** Metadata that carries the gateway credential (a JWT keyed by GATEWAY_SECRET). */
@@ -24,29 +25,13 @@ const encoder = new TextEncoder();
  * no access (services never treat it as a mesh caller).
  */
 export function createGatewayCredentials(secret: string): { token(): Promise<string> } {
-  const key = encoder.encode(secret);
-  let cached: { token: string; renewAt: number } | undefined;
-  let pending: Promise<string> | undefined;
-  return {
-    async token() {
-      if (cached && Date.now() < cached.renewAt) return cached.token;
-      pending ??= new SignJWT({})
-        .setProtectedHeader({ alg: "HS256", typ: GATEWAY_TOKEN_TYPE })
-        .setSubject("gateway")
-        .setAudience(GATEWAY_AUDIENCE)
-        .setIssuedAt()
-        .setExpirationTime(`${GATEWAY_TOKEN_TTL_S}s`)
-        .sign(key)
-        .then((token) => {
-          cached = { token, renewAt: Date.now() + (GATEWAY_TOKEN_TTL_S / 2) * 1000 };
-          return token;
-        })
-        .finally(() => {
-          pending = undefined;
-        });
-      return pending;
-    },
-  };
+  return createHs256Credentials({
+    secret,
+    subject: "gateway",
+    audience: GATEWAY_AUDIENCE,
+    type: GATEWAY_TOKEN_TYPE,
+    ttlS: GATEWAY_TOKEN_TTL_S,
+  });
 }
 
 /**
@@ -69,10 +54,8 @@ export function createGatewayVerifier(secret: string): (token: string) => Promis
         maxTokenAge: GATEWAY_TOKEN_TTL_S + CLOCK_SKEW_S,
         clockTolerance: CLOCK_SKEW_S,
       });
-      const iat = payload.iat ?? 0;
+      if (!issuedWithin(payload, GATEWAY_TOKEN_TTL_S)) throw new Error("lifetime");
       const exp = payload.exp ?? 0;
-      if (exp - iat > GATEWAY_TOKEN_TTL_S || iat > Date.now() / 1000 + CLOCK_SKEW_S)
-        throw new Error("lifetime");
       if (verified.size >= VERIFIED_CACHE_SIZE) verified.clear();
       verified.set(token, exp * 1000);
     } catch {

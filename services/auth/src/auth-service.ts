@@ -34,9 +34,6 @@ export interface MfaGate {
   ): Promise<MessageInitShape<typeof MfaChallengeSchema> | undefined>;
 }
 
-/** No second factors: every sign-in completes with the password. */
-export const noMfa: MfaGate = { challenge: async () => undefined };
-
 /** The methods built outside this file (account-flows.ts, mfa.ts). */
 export type AccountFlowHandlers = Pick<
   ServiceHandlers<typeof AuthService>,
