@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { SignUpAttemptedSchema, UserSignedUpSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { createLogger, createMeshCredentials, createServiceClient } from "@protomesh/platform";
 import { failure, gatewayClient, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
@@ -13,6 +14,7 @@ import pg from "pg";
 import { open, seal } from "../src/key-ring.ts";
 import { createPgAuthStore } from "../src/pg-auth-store.ts";
 import { createSignupSweeper } from "../src/signup-sweeper.ts";
+import { createEmailVerification } from "../src/verification.ts";
 import { authEvents } from "./auth-events.ts";
 
 let mesh: Mesh;
@@ -233,12 +235,23 @@ describe("sign-ups left pending by a crash", () => {
       const orphan = uniqueEmail("orphan-pending");
       assert.ok(await store.reservePending(orphan, "not-a-real-hash"));
 
-      const sweeper = createSignupSweeper({ store, users, timeoutS: 0, log: createLogger("test", "silent") });
-      const result = await sweeper.sweep();
+      const otp = createServiceClient(OtpService, mesh.addr("otp"), {
+        mesh: createMeshCredentials(mesh.env.auth.MESH_SECRET as string, "auth"),
+      });
+      const verification = createEmailVerification(otp);
+      const sweeper = createSignupSweeper({
+        store,
+        users,
+        timeoutS: 0,
+        // As app.ts wires it: an account the sweeper activates gets its verification code.
+        onActivated: (account) => verification.send(account),
+        log: createLogger("test", "silent"),
+      });
+      const result = await sweeper.sweep().finally(() => otp.close());
       assert.ok(result.activated >= 1 && result.deleted >= 1, JSON.stringify(result));
       assert.deepEqual(await authRows(profiled), [{ status: "active" }]);
       assert.deepEqual(await authRows(orphan), []);
-      await mesh.smtp.waitFor((m) => m.to.includes(profiled));
+      await mesh.smtp.waitFor((m) => m.to.includes(profiled) && m.subject === "Confirm your email address");
     } finally {
       users.close();
       await pool.end();
