@@ -5,14 +5,21 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { meshServices } from "@protomesh/mesh";
 import { waitUntil } from "@protomesh/testkit";
 import { connect } from "nats";
 import pg from "pg";
 
 const root = join(import.meta.dirname, "..");
-const SERVICES = ["auth", "user", "notify"];
-/** start.ts puts all its ports at PORT_BASE + 0..8. */
-const PORTS = 9;
+const SERVICES = meshServices.map((s) => s.name);
+const n = SERVICES.length;
+/**
+ * start.ts puts its ports at PORT_BASE + 0 (gateway), 1..n (services), n+1..2n (metrics),
+ * 2n+1 (NATS) and 2n+2 (PostgreSQL).
+ */
+const PORTS = 2 * n + 3;
+const NATS_OFFSET = 2 * n + 1;
+const PG_OFFSET = 2 * n + 2;
 
 function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -93,9 +100,9 @@ test("Ctrl-C stops the whole mesh cleanly: services drain while the infrastructu
   await running;
   const postmaster = Number((await readFile(join(data, "pg", "postmaster.pid"), "utf8")).split("\n")[0]);
   // What start.ts had printed when each server went away: the services' drain must come before.
-  const nats = await connect({ servers: `127.0.0.1:${base + 7}`, reconnect: false });
+  const nats = await connect({ servers: `127.0.0.1:${base + NATS_OFFSET}`, reconnect: false });
   const natsGone = nats.closed().then(() => output);
-  const db = new pg.Client(`postgres://postgres:postgres@127.0.0.1:${base + 8}/postgres`);
+  const db = new pg.Client(`postgres://postgres:postgres@127.0.0.1:${base + PG_OFFSET}/postgres`);
   await db.connect();
   db.on("error", () => {});
   const postgresGone = new Promise<string>((resolve) => db.once("end", () => resolve(output)));
