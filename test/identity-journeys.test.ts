@@ -6,13 +6,19 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
-import { assertCode, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
+import {
+  assertCode,
+  codeAfter,
+  MAIL,
+  type Mesh,
+  mailTo,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+} from "@protomesh/testkit";
 import {
   appCode,
   clients,
-  codeAfter,
-  MAIL,
-  mailTo,
   type Session,
   signIn,
   verifiedAccount,

@@ -5,8 +5,11 @@ import { after, before, describe, test } from "node:test";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
+  codeIn,
   gatewayClient,
+  MAIL,
   type Mesh,
+  mailTo,
   type Protocol,
   rememberSecrets,
   startMesh,
@@ -14,7 +17,6 @@ import {
   uniqueEmail,
 } from "@protomesh/testkit";
 import { decodeJwt } from "jose";
-import { codeIn, MAIL, mailTo } from "../services/auth/test/account-helpers.ts";
 
 let mesh: Mesh;
 before(async () => {

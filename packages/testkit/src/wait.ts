@@ -60,3 +60,20 @@ export async function assertCode(
   assert.equal(err.code, code, `${where}: expected ${Code[code]}, got ${Code[err.code]} (${err.rawMessage})`);
   return err;
 }
+
+/** The next item of a stream that matches, skipping the others; fails after timeoutMs. */
+export function nextWhere<T>(
+  stream: AsyncIterator<T>,
+  match: (item: T) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  const find = async () => {
+    for (;;) {
+      const r = await stream.next();
+      if (r.done) throw new Error(`the stream ended before ${what}`);
+      if (match(r.value)) return r.value;
+    }
+  };
+  return within(find(), timeoutMs, what);
+}

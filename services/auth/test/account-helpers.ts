@@ -1,27 +1,13 @@
-// What the account-flow tests share: clients through the gateway, codes read from the mail the
-// mesh's SMTP server received, and accounts with a verified email.
+// What the account-flow tests share: clients through the gateway, accounts with a verified email
+// and TOTP codes.
 import assert from "node:assert/strict";
 import type { Client } from "@connectrpc/connect";
 import { AuthService, MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import type { ReceivedMail } from "@protomesh/devkit";
-import { gatewayClient, type Mesh, rememberSecrets, TEST_PASSWORD, uniqueEmail } from "@protomesh/testkit";
+import { codeAfter, gatewayClient, MAIL, type Mesh, TEST_PASSWORD, uniqueEmail } from "@protomesh/testkit";
 import { decodeJwt } from "jose";
 import { Secret, TOTP } from "otpauth";
-
-/** Subjects of the emails notify sends (services/notify/src/templates.ts). */
-export const MAIL = {
-  verify: "Confirm your email address",
-  signIn: "Your sign-in code",
-  reset: "Reset your password",
-  enableMfa: "Turn on two-step sign-in",
-  stepUp: "Confirm it's you",
-  passwordChanged: "Your password was changed",
-  passwordReset: "Your password was reset",
-  mfaOn: "Two-step sign-in turned on",
-  deleted: "Your Protomesh account was deleted",
-} as const;
 
 /** Clients of the mesh's gateway, optionally as a signed-in user. */
 export function clients(mesh: Mesh, token?: string) {
@@ -32,29 +18,6 @@ export function clients(mesh: Mesh, token?: string) {
     notify: gatewayClient(NotifyService, mesh.url, "connect-json", as),
   };
 }
-
-/**
- * Runs action and returns the 6-digit code of the next mail to `to` with this subject that
- * arrives after the action started.
- */
-export async function codeAfter(mesh: Mesh, to: string, subject: string, action: () => Promise<unknown>) {
-  const seen = new Set(mesh.smtp.messages);
-  await action();
-  const mail = await mesh.smtp.waitFor((m) => !seen.has(m) && m.to.includes(to) && m.subject === subject);
-  return codeIn(mail);
-}
-
-/** The 6-digit code in a mail's text. */
-export function codeIn(mail: ReceivedMail): string {
-  const code = /\b(\d{6})\b/.exec(mail.text)?.[1];
-  assert.ok(code, `no code in "${mail.subject}"`);
-  rememberSecrets(code);
-  return code;
-}
-
-/** Waits for a mail to `to` with this subject (already here or still to come). */
-export const mailTo = (mesh: Mesh, to: string, subject: string) =>
-  mesh.smtp.waitFor((m) => m.to.includes(to) && m.subject === subject);
 
 /** A signed-in account. */
 export interface Session {

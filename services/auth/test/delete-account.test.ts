@@ -4,8 +4,17 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
-import { assertCode, type Mesh, query, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
-import { appCode, clients, enableTotp, MAIL, mailTo, signIn, verifiedAccount } from "./account-helpers.ts";
+import {
+  assertCode,
+  MAIL,
+  type Mesh,
+  mailTo,
+  query,
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+} from "@protomesh/testkit";
+import { appCode, clients, enableTotp, signIn, verifiedAccount } from "./account-helpers.ts";
 
 let mesh: Mesh;
 before(async () => {

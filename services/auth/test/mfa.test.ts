@@ -11,23 +11,23 @@ import { Code } from "@connectrpc/connect";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
 import { MfaChangedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import { createLogger, createPool, type Pool, subjectOf } from "@protomesh/platform";
-import { assertCode, type Mesh, query, signUpAndSignIn, startMesh, testDatabases } from "@protomesh/testkit";
+import {
+  assertCode,
+  codeAfter,
+  MAIL,
+  type Mesh,
+  mailTo,
+  query,
+  signUpAndSignIn,
+  startMesh,
+  testDatabases,
+} from "@protomesh/testkit";
 import { type TOTP, URI } from "otpauth";
 import { open } from "../src/key-ring.ts";
 import { CHALLENGE_ATTEMPTS, createPgMfaStore, USER_CODE_BUDGET } from "../src/pg-mfa-store.ts";
 import { hashRecoveryCode, newRecoveryCodes } from "../src/recovery-codes.ts";
 import { newTotpSecret, totpStep, totpUri } from "../src/totp.ts";
-import {
-  appCode,
-  clients,
-  codeAfter,
-  enableTotp,
-  MAIL,
-  mailTo,
-  type Session,
-  signIn,
-  verifiedAccount,
-} from "./account-helpers.ts";
+import { appCode, clients, enableTotp, type Session, signIn, verifiedAccount } from "./account-helpers.ts";
 
 const PLATFORM_MIGRATIONS = join(import.meta.dirname, "../../../packages/platform/migrations");
 const AUTH_MIGRATIONS = join(import.meta.dirname, "../migrations");

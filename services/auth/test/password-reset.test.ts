@@ -5,17 +5,17 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
-import { assertCode, type Mesh, startMesh, uniqueEmail, waitUntil } from "@protomesh/testkit";
 import {
-  appCode,
-  clients,
+  assertCode,
   codeAfter,
-  enableTotp,
   MAIL,
+  type Mesh,
   mailTo,
-  signIn,
-  verifiedAccount,
-} from "./account-helpers.ts";
+  startMesh,
+  uniqueEmail,
+  waitUntil,
+} from "@protomesh/testkit";
+import { appCode, clients, enableTotp, signIn, verifiedAccount } from "./account-helpers.ts";
 
 const NEW_PASSWORD = "a brand new passphrase";
 const MAX_FAILURES = 3;

@@ -257,9 +257,7 @@ describe("account emails", () => {
     await inboxRow(me.notify, "signup_attempt");
   });
 
-  test("a sign-in from a new device alerts with device, address and time; a known device does not", {
-    todo: "counts mails to the account, which now also gets the real verification code: filter by kind/subject",
-  }, async () => {
+  test("a sign-in from a new device alerts with device, address and time; a known device does not", async () => {
     const me = await account("alert");
     const at = new Date("2030-01-02T03:04:05Z");
     const base = { userId: me.userId, email: me.email, ip: "203.0.113.7", occurTime: timestampFromDate(at) };
@@ -286,7 +284,7 @@ describe("account emails", () => {
     );
     await settled("AUTH", "notify-login-alerts");
     assert.equal(
-      mesh.smtp.messages.filter((m) => m.to.includes(me.email)).length,
+      mesh.smtp.messages.filter((m) => m.to.includes(me.email) && m.subject === mail.subject).length,
       1,
       "one alert, for the new device only",
     );
@@ -367,9 +365,7 @@ describe("SendEmail and SendSms", () => {
     return c;
   };
 
-  test("SendEmail sends at once, escapes the text into HTML, and records it in the user's inbox", {
-    todo: "counts mails to the account, which now also gets the real verification code: filter by kind/subject",
-  }, async () => {
+  test("SendEmail sends at once, escapes the text into HTML, and records it in the user's inbox", async () => {
     const me = await account("send-email");
     const res = await client().sendEmail({
       to: me.email,
@@ -378,12 +374,8 @@ describe("SendEmail and SendSms", () => {
       userId: me.userId,
       kind: "order_shipped",
     });
-    const mail = await mailTo(me.email);
-    assert.equal(
-      mail.subject,
-      "Your order Bcc: victim@example.com",
-      "no header injection through the subject",
-    );
+    // The subject's CR LF is folded to a space: no header injection.
+    const mail = await mailTo(me.email, "Your order Bcc: victim@example.com");
     assert.deepEqual(mail.to, [me.email]);
     assert.equal(mail.text, "Order <b>42</b> shipped.\n\nThanks & bye");
     const html = await htmlOf(mail);
@@ -418,9 +410,7 @@ describe("SendEmail and SendSms", () => {
     assert.equal(row.channel, Channel.SMS);
   });
 
-  test("a refusing provider or mail server gives UNAVAILABLE and leaves no inbox row", {
-    todo: "counts mails to the account, which now also gets the real verification code: filter by kind/subject",
-  }, async (t) => {
+  test("a refusing provider or mail server gives UNAVAILABLE and leaves no inbox row", async (t) => {
     const me = await account("refused");
     sms.refuse(1);
     await assertCode(
@@ -445,7 +435,7 @@ describe("SendEmail and SendSms", () => {
     assert.match(err.rawMessage, /mail server did not take the message/);
     const rows = await query(
       mesh.env.notify.DATABASE_URL as string,
-      "SELECT kind FROM notifications WHERE user_id = $1",
+      "SELECT kind FROM notifications WHERE user_id = $1 AND kind LIKE 'refused%'",
       [me.userId],
     );
     assert.deepEqual(rows, []);
