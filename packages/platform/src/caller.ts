@@ -14,6 +14,8 @@ export interface UserIdentity {
   sessionId: string;
   roles: string[];
   tokenId: string;
+  /** The account's email address as auth knew it when the token was issued. */
+  email: string;
   /** True only when auth vouched for the email address (`email_verified` claim exactly true). */
   emailVerified: boolean;
   issuedAt: Date;
@@ -134,6 +136,7 @@ export function createAccessTokenVerifier(opts: {
         sessionId: String(payload.sid),
         roles,
         tokenId: String(payload.jti),
+        email: typeof payload.email === "string" ? payload.email : "",
         emailVerified: payload.email_verified === true,
         issuedAt: new Date((payload.iat ?? 0) * 1000),
         expiresAt: new Date((payload.exp ?? 0) * 1000),

@@ -25,6 +25,7 @@ export const TEST_GATEWAY_SECRET = "test-gateway-secret-".padEnd(40, "x");
 export const testUser = (userId: string, more: Partial<UserIdentity> = {}): UserIdentity => ({
   userId,
   sessionId: `session-${userId}`,
+  email: `${userId}@example.com`,
   roles: userId.startsWith("admin") ? ["user", "admin"] : ["user"],
   tokenId: `token-${userId}`,
   emailVerified: true,

@@ -30,6 +30,8 @@ export interface AccessClaims {
   userId: string;
   sessionId: string;
   roles: string[];
+  /** The account's email, so a service can write to the buyer without asking user. */
+  email: string;
   emailVerified: boolean;
 }
 
@@ -112,6 +114,7 @@ export function createKeyRing(opts: {
       const token = await new SignJWT({
         sid: claims.sessionId,
         roles: claims.roles,
+        email: claims.email,
         email_verified: claims.emailVerified,
       })
         .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, kid: key.kid, typ: ACCESS_TOKEN_TYPE })

@@ -54,6 +54,7 @@ export type RefreshOutcome =
       kind: "rotated";
       userId: string;
       sessionId: string;
+      email: string;
       emailVerified: boolean;
       refreshToken: string;
       refreshExpiresAt: Date;
@@ -306,10 +307,11 @@ export function createPgAuthStore(pool: Pool, opts: { refreshS: number; secrets:
           expires_at: Date;
           revoked_at: Date | null;
           user_id: string;
+          email: string;
           email_verified: boolean;
         }>(
           `SELECT t.session_id, t.used_at, t.used_at > now() - make_interval(secs => $2) AS within_grace,
-                  t.successor_enc, t.expires_at, s.revoked_at, s.user_id,
+                  t.successor_enc, t.expires_at, s.revoked_at, s.user_id, c.email,
                   c.email_verified_at IS NOT NULL AS email_verified
            FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN credentials c ON c.user_id = s.user_id
            WHERE t.token_hash = $1 FOR UPDATE OF t, s`,
@@ -317,7 +319,12 @@ export function createPgAuthStore(pool: Pool, opts: { refreshS: number; secrets:
         );
         const row = rows[0];
         if (!row || row.revoked_at) return { kind: "invalid" };
-        const session = { userId: row.user_id, sessionId: row.session_id, emailVerified: row.email_verified };
+        const session = {
+          userId: row.user_id,
+          sessionId: row.session_id,
+          email: row.email,
+          emailVerified: row.email_verified,
+        };
         if (row.used_at) {
           if (row.within_grace && row.successor_enc) {
             const successor = opts.secrets.open(row.successor_enc);

@@ -39,6 +39,7 @@ export function createSessionStarter(deps: {
       userId: account.userId,
       sessionId: session.sessionId,
       roles,
+      email: account.email,
       emailVerified: account.emailVerified,
     });
     return toTokens(access, session);

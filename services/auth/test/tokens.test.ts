@@ -173,6 +173,7 @@ describe("access tokens", () => {
     const { token } = await (await realKeySigner()).sign({
       userId,
       sessionId: String(sid),
+      email: "",
       roles: ["user"],
       emailVerified: false,
     });
@@ -289,6 +290,7 @@ async function bearerFor(
   const { token } = await signer.sign({
     userId: user.userId,
     sessionId: String(sid),
+    email: "",
     roles: ["user"],
     emailVerified: false,
   });
