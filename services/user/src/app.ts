@@ -4,13 +4,13 @@ import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   type BaseConfig,
   bindService,
+  createPageTokens,
   defineStream,
   type ServiceModule,
   type ServiceSpec,
 } from "@protomesh/platform";
 import { readUserConfig } from "./config.ts";
 import { createAccountDeletions } from "./consumers/account-deletions.ts";
-import { createPageTokens } from "./page-tokens.ts";
 import { createPgUserStore } from "./pg-user-store.ts";
 import { createUserHandlers } from "./user-service.ts";
 
@@ -25,7 +25,7 @@ export function createUserService(config: BaseConfig): ServiceSpec {
     emits: [UserUpdatedSchema],
     async build({ pool }) {
       const store = createPgUserStore(pool);
-      const pageTokens = createPageTokens(config.meshSecret);
+      const pageTokens = createPageTokens(config.meshSecret, "protomesh.user.v1");
       return {
         services: [bindService(UserService, createUserHandlers(store, pageTokens))],
         consumers: [createAccountDeletions(store)],

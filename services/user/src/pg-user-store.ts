@@ -1,8 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
-import { addEvent, type Pool, type Tx, withTransaction } from "@protomesh/platform";
+import { addEvent, type Cursor, type Pool, type Tx, withTransaction } from "@protomesh/platform";
 import { toUserMessage } from "./convert.ts";
-import type { Cursor } from "./page-tokens.ts";
 
 /** A stored profile. */
 export interface UserRecord {

@@ -1,7 +1,13 @@
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { ADMIN_ROLE, Code, fail, requireUser, type ServiceHandlers } from "@protomesh/platform";
+import {
+  ADMIN_ROLE,
+  Code,
+  fail,
+  type PageTokens,
+  requireUser,
+  type ServiceHandlers,
+} from "@protomesh/platform";
 import { toProfileChanges, toPublicProfile, toUserMessage } from "./convert.ts";
-import type { PageTokens } from "./page-tokens.ts";
 import { isProfilePath, type UserStore } from "./pg-user-store.ts";
 
 const DEFAULT_PAGE_SIZE = 20;

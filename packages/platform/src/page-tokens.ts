@@ -1,6 +1,6 @@
-// Opaque page tokens for SearchUsers and ListUsers.
+// Opaque, signed page tokens for keyset pagination (a sort key and the id of the last row).
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { Code, fail } from "@protomesh/platform";
+import { Code, fail } from "./errors.ts";
 
 /** Where a page ended: the sort key and id of its last row. */
 export interface Cursor {
@@ -21,9 +21,10 @@ const invalid = () => fail(Code.InvalidArgument, "page_token: not a token issued
  * of silently paging something else. Binary, so the longest (a 64-character name) stays within
  * the contract's 400 characters.
  */
-export function createPageTokens(secret: string) {
-  // A key of its own: a page token can never pass for anything else signed with the mesh secret.
-  const key = createHmac("sha256", secret).update("protomesh.user.v1 page tokens").digest();
+export function createPageTokens(secret: string, owner: string) {
+  // A key of its own per owner (e.g. "protomesh.user.v1"): a page token can never pass for
+  // anything else signed with the mesh secret, nor for another service's token.
+  const key = createHmac("sha256", secret).update(`${owner} page tokens`).digest();
   const mac = (scope: string, body: Buffer) =>
     createHmac("sha256", key).update(scope).update("\0").update(body).digest().subarray(0, MAC_BYTES);
 
