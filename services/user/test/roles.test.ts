@@ -115,10 +115,7 @@ test("an admin cannot take the admin role from themselves (FAILED_PRECONDITION)"
   assert.deepEqual((await users.getRoles({ userId: me.userId })).roles, ["user", "admin"]);
 });
 
-test("an admin signed in through the gateway manages roles; the change shows at the next sign-in", {
-  // (branch id-auth); until then auth's tokens carry the roles auth stores itself. // TODO(identity): passes once auth reads roles from UserService.GetRoles when it issues tokens
-  todo: "auth does not read roles from GetRoles yet",
-}, async () => {
+test("an admin signed in through the gateway manages roles; the change shows at the next sign-in", async () => {
   const admin = await signedIn(mesh, "Ada");
   await makeAdmin(mesh, admin);
   const other = await signedIn(mesh, "Bo");
