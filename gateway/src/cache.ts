@@ -271,7 +271,10 @@ export function createResponseCache(
       .toLowerCase()
       .replace(/\s+/g, "");
     const key = `${req.url}\n${accept}`;
-    const kept = fresh(key) ?? (await pending.get(key));
+    // No await unless there is a miss to wait for: the first request must register its own
+    // miss before the next one looks.
+    const waiting = pending.get(key);
+    const kept = fresh(key) ?? (waiting ? await waiting : undefined);
     if (kept && (await answerFromCache(read, req, res, kept, started))) return;
     cacheTotal.inc({ result: "miss" });
     const miss = forwardAndSend(req, res, forward, sharedPolicy, key);

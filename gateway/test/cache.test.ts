@@ -2,6 +2,8 @@
 // kept for GATEWAY_CACHE_TTL_MS and revalidated with ETag / If-None-Match; errors, USER reads and
 // POSTs are never kept. Upstream calls are counted by the fake services behind the gateway.
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { connect as http2Connect } from "node:http2";
 import { after, before, describe, test } from "node:test";
 import { waitUntil } from "@protomesh/testkit";
 import { type FakeMesh, startFakeMesh } from "./fakes.ts";
@@ -69,6 +71,16 @@ describe("PUBLIC reads over GET", () => {
     assert.ok(second.headers.get("age") !== null, "a kept answer says how old it is");
     assert.equal(calls("GetJwks") - before, 1, "the second GET never reached auth");
     assert.equal((await cacheCount("hit")) - hits, 1);
+  });
+
+  test("concurrent GETs of the same read share one upstream call", async () => {
+    const g = await mesh.startGateway();
+    const url = getUrl(g.url, JWKS, {});
+    const before = calls("GetJwks");
+    const answers = await Promise.all(Array.from({ length: 10 }, () => get(url)));
+    assert.deepEqual(new Set(answers.map((a) => a.status)), new Set([200]));
+    assert.equal(new Set(answers.map((a) => a.body)).size, 1);
+    assert.equal(calls("GetJwks") - before, 1);
   });
 
   test("If-None-Match with the ETag gets 304 without a body and without calling the service", async () => {
@@ -142,6 +154,56 @@ describe("PUBLIC reads over GET", () => {
     const again = await get(url, { "if-none-match": first.headers.get("etag") ?? "" });
     assert.equal(again.status, 304);
     assert.equal(calls("GetJwks") - before, 2, "every GET asked auth");
+  });
+  test("over HTTP/2 too, with CORS headers of the request's own origin on a kept answer", async (t) => {
+    const g = await mesh.startGateway({ CORS_ORIGINS: "https://shop.example" });
+    const session = http2Connect(g.url);
+    t.after(() => void session.close());
+    const path = getUrl("", JWKS, {});
+    const h2get = async (origin: string) => {
+      const stream = session.request({ ":method": "GET", ":path": path, origin, ...UA });
+      const [headers] = (await once(stream, "response")) as [Record<string, string | number>];
+      let body = "";
+      for await (const chunk of stream) body += String(chunk);
+      return { headers, body };
+    };
+    const before = calls("GetJwks");
+    const first = await h2get("https://shop.example");
+    const second = await h2get("https://evil.example");
+    assert.equal(first.headers[":status"], 200);
+    assert.equal(second.headers[":status"], 200);
+    assert.equal(second.body, first.body);
+    assert.equal(calls("GetJwks") - before, 1, "kept across origins: the answer does not depend on them");
+    assert.equal(first.headers["access-control-allow-origin"], "https://shop.example");
+    assert.equal(second.headers["access-control-allow-origin"], undefined, "CORS is decided per request");
+    assert.match(String(second.headers.vary), /origin/);
+  });
+
+  test("a kept answer still counts against the client's per-address rate limit", async () => {
+    const g = await mesh.startGateway({ RATE_LIMIT_IP_PER_MINUTE: "3" });
+    const url = getUrl(g.url, JWKS, {});
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await get(url)).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+  });
+  test("a compressed answer is kept apart from an uncompressed one (Accept-Encoding)", async () => {
+    // Past Connect's 1 KiB threshold, so gzip applies.
+    for (let i = 0; i < 20; i++) mesh.extraKeys.push(newKey(`bulk-${i}`));
+    const g = await mesh.startGateway();
+    const url = getUrl(g.url, JWKS, {});
+    const gzip = await get(url, { "accept-encoding": "gzip" });
+    const plain = await get(url, { "accept-encoding": "identity" });
+    const gzipAgain = await get(url, { "accept-encoding": "gzip" });
+    assert.equal(gzip.headers.get("content-encoding"), "gzip");
+    assert.equal(
+      plain.headers.get("content-encoding"),
+      null,
+      "never the gzip bytes to a client that did not ask",
+    );
+    assert.equal(gzipAgain.headers.get("content-encoding"), "gzip");
+    assert.equal(plain.body, gzip.body, "the same answer once decoded");
+    assert.notEqual(plain.headers.get("etag"), gzip.headers.get("etag"), "other bytes, another tag");
+    assert.equal(gzipAgain.headers.get("etag"), gzip.headers.get("etag"));
   });
 });
 
