@@ -16,6 +16,7 @@ import {
 } from "@protomesh/platform";
 import type { JSONWebKeySet } from "jose";
 import type { NatsConnection } from "nats";
+import { createResponseCache } from "./cache.ts";
 import { createClientAddress } from "./client-address.ts";
 import type { GatewayConfig } from "./config.ts";
 import { createDualServer, handleCors, stampRequest } from "./http.ts";
@@ -26,6 +27,7 @@ import {
   type Exchange,
   exchangeKey,
   forwardRoutes,
+  isStrict,
   observeInterceptor,
   userLimitInterceptor,
 } from "./routes.ts";
@@ -143,6 +145,21 @@ export async function startGateway(
     shutdownSignal: stopCalls.signal,
   });
 
+  // Before Connect, so that a kept answer costs no token check, no forwarding and no encoding.
+  const cache = createResponseCache(
+    config.cache,
+    upstreams.map((u) => u.service),
+    {
+      // A cached answer still counts against the client's per-address limit.
+      admit: (method, req) =>
+        limiter.checkAddress(exchanges.get(req)?.clientIp ?? "", isStrict(method)).then(
+          () => true,
+          () => false,
+        ),
+      ...(config.accessLog ? { accessLog: log } : {}),
+    },
+  );
+
   let draining = false;
   const dual = createDualServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -185,7 +202,7 @@ export async function startGateway(
     const done = new Promise<void>((resolve) => res.once("close", resolve));
     inFlight.add(done);
     void done.then(() => inFlight.delete(done));
-    connect(req as never, res as never);
+    cache.handle(req, res, () => connect(req as never, res as never), log);
   }, config.connections);
   const { server } = dual;
 

@@ -1,5 +1,6 @@
 import { addressVariable } from "@protomesh/mesh";
 import { type CommonConfig, envReader, readCommonConfig } from "@protomesh/platform";
+import { type CacheConfig, defaultCacheConfig } from "./cache.ts";
 import { parseTrustedProxies } from "./client-address.ts";
 import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
 import { defaultRateLimits, type RateLimits } from "./rate-limits.ts";
@@ -26,6 +27,8 @@ export interface GatewayConfig extends CommonConfig {
   /** Proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client; none by default. */
   trustedProxies: string[];
   rateLimits: RateLimits;
+  /** Caching of PUBLIC side-effect-free reads served as GET. */
+  cache: CacheConfig;
 }
 
 /** Reads and validates the gateway's environment; `services` are the upstreams it routes to. */
@@ -74,6 +77,16 @@ export function readGatewayConfig(
         MAX_PER_MINUTE,
       ),
       syncMs: env.int("RATE_LIMIT_SYNC_MS", defaultRateLimits.syncMs, 50, 60_000),
+    },
+    cache: {
+      ttlMs: env.int("GATEWAY_CACHE_TTL_MS", defaultCacheConfig.ttlMs, 0, 3_600_000),
+      maxEntries: env.int("GATEWAY_CACHE_MAX_ENTRIES", defaultCacheConfig.maxEntries, 1, 1_000_000),
+      maxBodyBytes: env.int(
+        "GATEWAY_CACHE_MAX_BODY_BYTES",
+        defaultCacheConfig.maxBodyBytes,
+        0,
+        16 * 1024 * 1024,
+      ),
     },
   };
   for (const problem of parseTrustedProxies(config.trustedProxies).problems) env.problem(problem);

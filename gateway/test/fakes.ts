@@ -15,6 +15,7 @@ import {
   ACCESS_TOKEN_ALG,
   ACCESS_TOKEN_TYPE,
   bindService,
+  type CallContext,
   Code,
   createAccessTokenVerifier,
   createLogger,
@@ -31,18 +32,30 @@ import { type RunningGateway, readGatewayConfig, startGateway } from "../src/ind
 
 const log = createLogger("fake", process.env.TEST_LOG_LEVEL ?? "silent");
 
-/** Handlers for every method, each failing with UNIMPLEMENTED unless given. */
+type AnyHandler = (req: unknown, ctx: CallContext) => unknown;
+
+/**
+ * Handlers for every method, each failing with UNIMPLEMENTED unless given. Calls a gateway
+ * forwarded (they carry the client's user agent; the gateway's own JWKS fetches do not) are
+ * counted in `calls` by method name.
+ */
 function handlersFor<S extends DescService>(
   service: S,
   given: Partial<ServiceHandlers<S>>,
+  calls: Map<string, number>,
 ): ServiceHandlers<S> {
-  const all: Record<string, unknown> = {};
+  const all: Record<string, AnyHandler> = {};
   for (const m of service.methods) {
-    all[m.localName] = async () => {
-      throw fail(Code.Unimplemented, `${m.name} is not in this fake`);
+    const handler = ((given as Record<string, AnyHandler>)[m.localName] ??
+      (async () => {
+        throw fail(Code.Unimplemented, `${m.name} is not in this fake`);
+      })) as AnyHandler;
+    all[m.localName] = (req, ctx) => {
+      if (ctx.userAgent) calls.set(m.name, (calls.get(m.name) ?? 0) + 1);
+      return handler(req, ctx);
     };
   }
-  return { ...all, ...given } as ServiceHandlers<S>;
+  return all as unknown as ServiceHandlers<S>;
 }
 
 export interface FakeMesh {
@@ -55,6 +68,10 @@ export interface FakeMesh {
   url: string;
   /** Client addresses auth's SignIn saw, in order. */
   signIns: string[];
+  /** Calls forwarded by a gateway, by method name (e.g. "GetJwks"). */
+  calls: Map<string, number>;
+  /** Keys GetJwks publishes besides the signing key (a rotation under way); change it at will. */
+  extraKeys: Array<{ kty: string; crv: string; x: string; kid: string; alg: string; use: string }>;
   /** A valid access token for this user id. */
   tokenFor(userId: string): Promise<string>;
   /** Another gateway replica on the same NATS and upstreams. */
@@ -64,7 +81,7 @@ export interface FakeMesh {
 
 /**
  * Starts NATS, a fake auth (SignIn answers with the client address it saw as the access token;
- * GetJwks publishes the test's key) and a fake user (GetMe answers with the caller's id and, as
+ * GetJwks publishes the test's key and `extraKeys`; ValidateToken accepts only "valid") and a fake user (GetMe answers with the caller's id and, as
  * its display name, the client address it saw), then a gateway in front of them.
  */
 export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Promise<FakeMesh> {
@@ -95,6 +112,8 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
       USER_ADDR: `127.0.0.1:${userPort}`,
     };
     const signIns: string[] = [];
+    const calls = new Map<string, number>();
+    const extraKeys: FakeMesh["extraKeys"] = [];
     const migrations = await mkdtemp(join(tmpdir(), "no-migrations-"));
     const start = async (
       name: "auth" | "user",
@@ -127,23 +146,35 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
     };
     await start("auth", authPort, () => [
       AuthService,
-      handlersFor(AuthService, {
-        async getJwks() {
-          return keys;
+      handlersFor(
+        AuthService,
+        {
+          async getJwks() {
+            return { keys: [...keys.keys, ...extraKeys] };
+          },
+          async validateToken(req) {
+            if (req.accessToken !== "valid") throw fail(Code.Unauthenticated, "the token is not valid");
+            return { claims: { userId: "someone" } };
+          },
+          async signIn(_req, ctx) {
+            signIns.push(ctx.clientIp);
+            return { result: { case: "tokens", value: { accessToken: ctx.clientIp } } };
+          },
         },
-        async signIn(_req, ctx) {
-          signIns.push(ctx.clientIp);
-          return { result: { case: "tokens", value: { accessToken: ctx.clientIp } } };
-        },
-      }),
+        calls,
+      ),
     ]);
     await start("user", userPort, () => [
       UserService,
-      handlersFor(UserService, {
-        async getMe(_req, ctx) {
-          return { user: { id: ctx.user?.userId ?? "", displayName: ctx.clientIp } };
+      handlersFor(
+        UserService,
+        {
+          async getMe(_req, ctx) {
+            return { user: { id: ctx.user?.userId ?? "", displayName: ctx.clientIp } };
+          },
         },
-      }),
+        calls,
+      ),
     ]);
 
     const routed = meshServices.filter((s) => s.name === "auth" || s.name === "user");
@@ -164,6 +195,8 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
       userAddr: env.USER_ADDR ?? "",
       url: first.url,
       signIns,
+      calls,
+      extraKeys,
       tokenFor: (userId) =>
         new SignJWT({ sid: randomUUID(), roles: [] })
           .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYPE, kid })

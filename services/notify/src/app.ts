@@ -14,6 +14,9 @@ import { createCodeMessages } from "./consumers/code-messages.ts";
 import { createInboxFanout } from "./consumers/inbox-fanout.ts";
 import { createLoginAlerts } from "./consumers/login-alerts.ts";
 import { createMfaEmails } from "./consumers/mfa-emails.ts";
+import { createOrderCancelledEmails } from "./consumers/order-cancelled-emails.ts";
+import { createOrderPlacedEmails } from "./consumers/order-placed-emails.ts";
+import { createOrderStatusEmails } from "./consumers/order-status-emails.ts";
 import { createPasswordEmails } from "./consumers/password-emails.ts";
 import { createSignUpAttempts } from "./consumers/signup-attempts.ts";
 import { createWelcomeEmails } from "./consumers/welcome-emails.ts";
@@ -46,6 +49,9 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
           createPasswordEmails(deps),
           createMfaEmails(deps),
           createAccountDeletions(deps),
+          createOrderPlacedEmails(deps),
+          createOrderStatusEmails(deps),
+          createOrderCancelledEmails(deps),
         ],
         subscriptions: [createInboxFanout(inbox)],
         close: async () => mailer.close(),

@@ -2,12 +2,22 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { MfaMethod } from "@protomesh/contracts/auth/v1/auth_pb";
+import type { Money as MoneyMessage } from "@protomesh/contracts/catalog/v1/catalog_pb";
 import { Channel, type NotificationSchema } from "@protomesh/contracts/notify/v1/notify_pb";
+import { type Order, OrderStatus } from "@protomesh/contracts/orders/v1/orders_pb";
 import type { OtpIssued } from "@protomesh/contracts/otp/v1/events_pb";
 import { Channel as OtpChannel, Purpose } from "@protomesh/contracts/otp/v1/otp_pb";
 import { Code, fail } from "@protomesh/platform";
 import type { InboxCursor, NotificationRecord } from "./pg-notification-store.ts";
-import type { CodeMessage, CodePurpose, MfaKind } from "./templates.ts";
+import type {
+  Canceller,
+  CodeMessage,
+  CodePurpose,
+  MfaKind,
+  Money,
+  OrderStage,
+  OrderView,
+} from "./templates.ts";
 
 /** One inbox entry. */
 export function toNotificationMessage(n: NotificationRecord): MessageInitShape<typeof NotificationSchema> {
@@ -72,3 +82,53 @@ const MFA_KINDS: Partial<Record<MfaMethod, MfaKind>> = {
 
 /** How an email names a second factor. */
 export const mfaKindOf = (m: MfaMethod): MfaKind => MFA_KINDS[m] ?? "other";
+
+const moneyOf = (m: MoneyMessage | undefined): Money => ({
+  currency: m?.currency ?? "",
+  amountMinor: m?.amountMinor ?? 0n,
+});
+
+/**
+ * The order of an orders event as its emails show it, or undefined when there is nobody to write
+ * to: an order anonymised because its buyer deleted the account has no user id and no address.
+ */
+export function toOrderView(order: Order | undefined, email: string): OrderView | undefined {
+  if (!order?.userId || !email) return undefined;
+  return {
+    id: order.id,
+    email,
+    lines: order.lines.map((l) => {
+      const unitPrice = moneyOf(l.unitPrice);
+      return {
+        name: l.name,
+        quantity: l.quantity,
+        unitPrice,
+        // Orders always sends it; computed in bigint, never floats, if a producer did not.
+        lineTotal: l.lineTotal
+          ? moneyOf(l.lineTotal)
+          : { ...unitPrice, amountMinor: unitPrice.amountMinor * BigInt(l.quantity) },
+      };
+    }),
+    total: moneyOf(order.total),
+  };
+}
+
+/** Orders events keyed by buyer (an anonymised order, by itself): one buyer's emails keep their order. */
+export const buyerKey = (e: { order?: Order | undefined }) => e.order?.userId || e.order?.id || "";
+
+const STAGES: Partial<Record<OrderStatus, OrderStage>> = {
+  [OrderStatus.CONFIRMED]: "confirmed",
+  [OrderStatus.SHIPPED]: "shipped",
+  [OrderStatus.DELIVERED]: "delivered",
+};
+
+/**
+ * The stage an order moved to, or undefined for a status with no email of its own (a
+ * cancellation is announced by OrderCancelled, not twice).
+ */
+export const orderStageOf = (s: OrderStatus): OrderStage | undefined => STAGES[s];
+
+const CANCELLERS: Record<string, Canceller> = { buyer: "buyer", admin: "admin", system: "system" };
+
+/** Who cancelled, from OrderCancelled's `cancelled_by`. */
+export const cancellerOf = (by: string): Canceller => CANCELLERS[by] ?? "other";

@@ -14,7 +14,8 @@ export type MfaKind = "email" | "totp" | "recovery_code" | "other";
 /** An email and the inbox kind it is recorded under. */
 export type Notice = Email & { kind: string };
 
-type Block = string | { code: string };
+/** Plain text, a one-time code shown large, or lines kept together in one paragraph. */
+type Block = string | { code: string } | { lines: string[] };
 
 const HTML_ESCAPES: Record<string, string> = {
   "&": "&amp;",
@@ -44,16 +45,19 @@ export function clean(value: string, max = 100): string {
 /** "2025-05-01 12:34 UTC": unambiguous wherever the reader is. */
 const when = (at: Date) => `${at.toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
+const textOf = (b: Block) => (typeof b === "string" ? b : "code" in b ? b.code : b.lines.join("\n"));
+
+function htmlOf(b: Block): string {
+  if (typeof b === "string") return `<p>${escapeHtml(b)}</p>`;
+  if ("code" in b) {
+    return `<p style="font-size:28px;font-weight:bold;letter-spacing:6px">${escapeHtml(b.code)}</p>`;
+  }
+  return `<p>${b.lines.map(escapeHtml).join("<br>\n")}</p>`;
+}
+
 function compose(id: string, to: string, kind: string, subject: string, blocks: Block[]): Notice {
-  const text = blocks.map((b) => (typeof b === "string" ? b : b.code)).join("\n\n");
-  const html = blocks
-    .map((b) =>
-      typeof b === "string"
-        ? `<p>${escapeHtml(b)}</p>`
-        : `<p style="font-size:28px;font-weight:bold;letter-spacing:6px">${escapeHtml(b.code)}</p>`,
-    )
-    .join("\n");
-  return { id, to, kind, subject, text: `${text}\n`, html };
+  const text = blocks.map(textOf).join("\n\n");
+  return { id, to, kind, subject, text: `${text}\n`, html: blocks.map(htmlOf).join("\n") };
 }
 
 const CODES: Record<CodePurpose, { kind: string; subject: string; what: string; unasked: string }> = {
@@ -199,6 +203,115 @@ export function accountDeletedEmail(to: { email: string; at: Date }, id: string)
   return compose(id, to.email, "account_deleted", "Your Protomesh account was deleted", [
     `Your Protomesh account (${clean(to.email, 254)}) and its data were deleted at ${when(to.at)}. This is the last email we send you.`,
     "If you did not do this, someone had your password: contact support.",
+  ]);
+}
+
+/** An amount in integer minor units (cents for EUR) of an ISO 4217 currency. */
+export interface Money {
+  currency: string;
+  amountMinor: bigint;
+}
+
+/**
+ * "€19.99" for 1999 EUR, "¥500" for 500 JPY: the minor units become an exact decimal string
+ * (bigint division, no float ever), which Intl.NumberFormat formats without rounding.
+ */
+export function formatMoney(m: Money): string {
+  const known = /^[A-Z]{3}$/.test(m.currency);
+  const format = known
+    ? new Intl.NumberFormat("en", { style: "currency", currency: m.currency })
+    : new Intl.NumberFormat("en", { minimumFractionDigits: 2 });
+  const digits = known ? (format.resolvedOptions().maximumFractionDigits ?? 2) : 2;
+  const abs = m.amountMinor < 0n ? -m.amountMinor : m.amountMinor;
+  const scale = 10n ** BigInt(digits);
+  const fraction = digits > 0 ? `.${(abs % scale).toString().padStart(digits, "0")}` : "";
+  const decimal = `${m.amountMinor < 0n ? "-" : ""}${abs / scale}${fraction}`;
+  // Intl.NumberFormat takes a decimal string exactly (ES2023); the lib types still say number.
+  const text = (format.format as unknown as (value: string) => string)(decimal);
+  // A malformed code cannot be formatted as a currency: shown after the amount rather than lost.
+  return known ? text : `${text} ${clean(m.currency, 8)}`.trim();
+}
+
+/** One line of an order, priced as it was when the order was placed. */
+export interface OrderLineView {
+  name: string;
+  quantity: number;
+  unitPrice: Money;
+  lineTotal: Money;
+}
+
+/** An order as its emails show it, with the buyer's address. */
+export interface OrderView {
+  id: string;
+  email: string;
+  lines: OrderLineView[];
+  total: Money;
+}
+
+/** Where an order moved after it was placed. */
+export type OrderStage = "confirmed" | "shipped" | "delivered";
+
+/** Who cancelled an order, as OrderCancelled says. */
+export type Canceller = "buyer" | "admin" | "system" | "other";
+
+/** The order's lines (quantity, name, unit price, line total) and its total. */
+const orderSummary = (o: OrderView): Block[] => [
+  {
+    lines: o.lines.map(
+      (l) =>
+        `${l.quantity} × ${clean(l.name, 120) || "item"} at ${formatMoney(l.unitPrice)} = ${formatMoney(l.lineTotal)}`,
+    ),
+  },
+  `Total: ${formatMoney(o.total)}`,
+];
+
+const orderRef = (o: OrderView) => clean(o.id, 64);
+
+/** The confirmation that an order was placed. */
+export function orderPlacedEmail(o: OrderView, id: string): Notice {
+  return compose(id, o.email, "order_placed", "Your order is placed", [
+    `Thank you for your order ${orderRef(o)}. Its items are reserved for you; we email you again when it is confirmed.`,
+    ...orderSummary(o),
+    "You can cancel it under My orders until it ships.",
+  ]);
+}
+
+const STAGES: Record<OrderStage, { subject: string; what: (ref: string) => string }> = {
+  confirmed: {
+    subject: "Your order is confirmed",
+    what: (ref) => `We confirmed your order ${ref} and are preparing it for shipping.`,
+  },
+  shipped: {
+    subject: "Your order has shipped",
+    what: (ref) => `Your order ${ref} has shipped and is on its way to you.`,
+  },
+  delivered: {
+    subject: "Your order was delivered",
+    what: (ref) => `Your order ${ref} was delivered. If anything is missing or damaged, contact us.`,
+  },
+};
+
+/** An order moved forward: confirmed, shipped or delivered. */
+export function orderStatusEmail(o: OrderView, stage: OrderStage, id: string): Notice {
+  const s = STAGES[stage];
+  return compose(id, o.email, `order_${stage}`, s.subject, [s.what(orderRef(o)), ...orderSummary(o)]);
+}
+
+const CANCELLED_BY: Record<Canceller, (ref: string) => string> = {
+  buyer: (ref) => `You cancelled your order ${ref}.`,
+  admin: (ref) => `The shop cancelled your order ${ref}.`,
+  system: (ref) => `Your order ${ref} was cancelled because its items could not be kept for it.`,
+  other: (ref) => `Your order ${ref} was cancelled.`,
+};
+
+/** An order was cancelled, by whom, and why when a reason was given. */
+export function orderCancelledEmail(o: OrderView & { by: Canceller; reason: string }, id: string): Notice {
+  const reason = clean(o.reason, 300);
+  return compose(id, o.email, "order_cancelled", "Your order was cancelled", [
+    CANCELLED_BY[o.by](orderRef(o)),
+    ...(reason ? [`Reason: ${reason}`] : []),
+    "The order was:",
+    ...orderSummary(o),
   ]);
 }
 

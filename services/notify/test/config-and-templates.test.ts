@@ -11,6 +11,7 @@ import {
   clean,
   codeEmail,
   codeSms,
+  formatMoney,
   mfaChangedEmail,
   newDeviceEmail,
   passwordChangedEmail,
@@ -126,6 +127,23 @@ describe("templates", () => {
       mails[2]?.html ?? "",
       /Device: &lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;\/a&gt; Injected line/,
     );
+  });
+
+  test("money is formatted exactly from integer minor units with the currency's own decimals", () => {
+    const cases: Array<[string, bigint, string]> = [
+      ["EUR", 1999n, "€19.99"],
+      ["EUR", 5n, "€0.05"],
+      ["EUR", 0n, "€0.00"],
+      ["USD", 100_000_000_000n, "$1,000,000,000.00"],
+      // Past 2^53 a float would round; bigint arithmetic and a decimal string do not.
+      ["EUR", 9_007_199_254_740_993n, "€90,071,992,547,409.93"],
+      ["JPY", 500n, "¥500"],
+      ["KWD", 1234n, "KWD 1.234"],
+      ["e$", 150n, "1.50 e$"],
+    ];
+    for (const [currency, amountMinor, shown] of cases) {
+      assert.equal(formatMoney({ currency, amountMinor }).replace(/\u00a0/g, " "), shown);
+    }
   });
 
   test("clean cuts long values and keeps ordinary text", () => {
