@@ -8,7 +8,7 @@ import {
   type PageTokens,
   type ServiceHandlers,
 } from "@protomesh/platform";
-import { reservationEnds, reservations } from "./catalog-metrics.ts";
+import { reservationEnds, reserveOutcomes } from "./catalog-metrics.ts";
 import {
   fromProductFields,
   productQueryScope,
@@ -21,6 +21,13 @@ import { isMaskPath, type MaskPath, type ProductStore } from "./pg-product-store
 import type { ReservationStore } from "./pg-reservation-store.ts";
 
 const DEFAULT_PAGE_SIZE = 20;
+
+/** The reservations metric's outcome for a ReserveStock that failed with this code. */
+const FAILED_OUTCOMES = new Map<Code | undefined, string>([
+  [Code.FailedPrecondition, "short"],
+  [Code.NotFound, "not-found"],
+  [Code.InvalidArgument, "invalid"],
+]);
 
 /** CatalogService handlers. */
 export function createCatalogHandlers(deps: {
@@ -146,25 +153,21 @@ export function createCatalogHandlers(deps: {
       const outcome = await deps.reservations
         .reserve(req.orderId.toLowerCase(), lines, reservationTtlS)
         .catch((err: unknown) => {
-          const code = (err as { code?: Code }).code;
-          reservations.inc({
-            outcome:
-              code === Code.FailedPrecondition ? "short" : code === Code.NotFound ? "not-found" : "error",
-          });
+          reserveOutcomes.inc({ outcome: FAILED_OUTCOMES.get((err as { code?: Code }).code) ?? "error" });
           throw err;
         });
       switch (outcome.kind) {
         case "reserved":
-          reservations.inc({ outcome: outcome.replay ? "replayed" : "reserved" });
+          reserveOutcomes.inc({ outcome: outcome.replay ? "replayed" : "reserved" });
           return toReserveResponse(outcome.reservation);
         case "expired":
-          reservations.inc({ outcome: "refused" });
+          reserveOutcomes.inc({ outcome: "refused" });
           throw fail(
             Code.FailedPrecondition,
             "this order's reservation expired; its units are back in stock",
           );
         case "released":
-          reservations.inc({ outcome: "refused" });
+          reserveOutcomes.inc({ outcome: "refused" });
           throw fail(
             Code.FailedPrecondition,
             "this order's reservation was released; reserve under a new order id",
