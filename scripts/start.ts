@@ -54,6 +54,8 @@ const DEV_CORS_ORIGINS = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*";
 
 // Past their own shutdown timeout (SHUTDOWN_TIMEOUT_MS, 10 s by default), a child is stuck.
 const STOP_GRACE_MS = 15_000;
+/** Log prefixes line up: the longest "[name]" plus a space. */
+const LABEL_WIDTH = Math.max(...[...meshServices.map((s) => s.name), "gateway"].map((n) => n.length)) + 3;
 
 interface Child {
   name: string;
@@ -108,7 +110,7 @@ function spawnChild(
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    const label = `[${name}]`.padEnd(9);
+    const label = `[${name}]`.padEnd(LABEL_WIDTH);
     // 'close' comes after the last output line, so nothing it printed is lost.
     const exited = new Promise<void>((r) => child.once("close", () => r()));
     children.push({ name, process: child, exited });
@@ -199,7 +201,7 @@ try {
       {
         ...common,
         MESH_SECRET: devSecret("MESH_SECRET"),
-        ...s.devEnv?.({ smtpUrl, secret: devSecret }),
+        ...s.devEnv?.({ smtpUrl, secret: devSecret, demo: true }),
         PORT: String(s.port),
         METRICS_PORT: String(s.metrics),
         DATABASE_URL: databases.get(s.name) ?? "",

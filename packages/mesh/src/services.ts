@@ -16,6 +16,8 @@ export interface DevContext {
   smtpUrl: string;
   /** A random secret for this run (the same for every caller asking the same name). */
   secret(name: string): string;
+  /** `npm start` for a person trying it out (demo data), not a test or benchmark run. */
+  demo?: boolean;
 }
 
 export interface MeshService {
@@ -77,7 +79,7 @@ const list = [
     service: CatalogService,
     load: async () => erase((await import("@protomesh/catalog")).catalogModule),
     // A newcomer's `npm start` has products to browse and buy (tests start with an empty catalog).
-    devEnv: () => ({ CATALOG_SEED_DEMO: "true" }),
+    devEnv: (dev) => (dev.demo ? { CATALOG_SEED_DEMO: "true" } : {}),
   },
 ] as const satisfies readonly MeshService[];
 

@@ -28,7 +28,6 @@ let anonymous: ReturnType<typeof gatewayClient<typeof CatalogService>>;
 before(async () => {
   mesh = await startMesh({
     services: ["auth", "user", "catalog"],
-    env: { catalog: { CATALOG_SEED_DEMO: "false" } },
   });
   internal = meshCatalog(mesh);
   [admin, shopper] = await Promise.all([signedIn(mesh, "Ada Admin"), signedIn(mesh, "Sam Shopper")]);

@@ -17,7 +17,6 @@ before(async () => {
   mesh = await startMesh({
     services: ["catalog"],
     gateway: false,
-    env: { catalog: { CATALOG_SEED_DEMO: "false" } },
   });
   catalog = meshCatalog(mesh);
 });

@@ -17,7 +17,7 @@ let mesh: Mesh;
 let internal: MeshCatalog;
 let shop: ReturnType<typeof gatewayClient<typeof CatalogService>>;
 before(async () => {
-  mesh = await startMesh({ services: ["auth", "catalog"], env: { catalog: { CATALOG_SEED_DEMO: "false" } } });
+  mesh = await startMesh({ services: ["auth", "catalog"] });
   internal = meshCatalog(mesh);
   shop = gatewayClient(CatalogService, mesh.url, "connect-json");
 });
