@@ -2,7 +2,7 @@
 // replica): back-off, then a lock at 100 consecutive failures during which the right password
 // gets exactly the answer a wrong one gets; a success starts the count over.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, beforeEach, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { createLogger, createPool, createServiceClient, retryDelayMs } from "@protomesh/platform";
@@ -143,8 +143,8 @@ describe("per account", () => {
 });
 
 describe("per address", () => {
-  test("many failures from one address across accounts back it off, while other accounts' counts stay low", async () => {
-    await query(mesh.env.auth.DATABASE_URL ?? "", "DELETE FROM sign_in_failures WHERE key LIKE 'ip:%'");
+  let auth: ReturnType<typeof client>;
+  before(async () => {
     const strict = await mesh.start("auth", {
       env: {
         PORT: "0",
@@ -154,9 +154,32 @@ describe("per address", () => {
       },
     });
     closers.push(() => strict.stop());
-    const auth = client(`127.0.0.1:${strict.port}`);
+    auth = client(`127.0.0.1:${strict.port}`);
+  });
+  // Every test here starts from an address with no failures (the back-off outlives a test).
+  beforeEach(() =>
+    query(mesh.env.auth.DATABASE_URL ?? "", "DELETE FROM sign_in_failures WHERE key LIKE 'ip:%'"),
+  );
+
+  test("many failures from one address across accounts back it off, while other accounts' counts stay low", async () => {
     for (let i = 0; i < 10; i++)
       assert.equal((await answer(auth, uniqueEmail("spray"), WRONG)).code, "Unauthenticated");
+    const next = await answer(auth, uniqueEmail("spray"), WRONG);
+    assert.equal(next.code, "ResourceExhausted");
+    assert.match(next.message, /from this address/);
+  });
+
+  test("signing in to one's own account between guesses does not start the address's count over", async () => {
+    const own = uniqueEmail("sprayer");
+    await auth.signUp({ email: own, password: PASSWORD, displayName: "Spry" });
+    for (let i = 0; i < 9; i++)
+      assert.equal((await answer(auth, uniqueEmail("spray"), WRONG)).code, "Unauthenticated");
+    assert.equal((await answer(auth, own, PASSWORD)).code, "OK");
+    assert.equal(
+      (await answer(auth, uniqueEmail("spray"), WRONG)).code,
+      "Unauthenticated",
+      "the 10th failure",
+    );
     const next = await answer(auth, uniqueEmail("spray"), WRONG);
     assert.equal(next.code, "ResourceExhausted");
     assert.match(next.message, /from this address/);
