@@ -55,6 +55,9 @@ test("sign-up sends a code; the right code verifies the email once, and the next
   const wrong = issued.code === "000000" ? "111111" : "000000";
   const err = await assertCode(auth.verifyEmail({ code: wrong }, as), Code.InvalidArgument, "wrong code");
   assert.equal(err.rawMessage, "code: wrong or expired code");
+  const { tokens: afterWrong } = await auth.refreshToken({ refreshToken: tokens.refreshToken });
+  assert.ok(afterWrong);
+  assert.equal(decodeJwt(afterWrong.accessToken).email_verified, false, "a wrong code verifies nothing");
 
   await auth.verifyEmail({ code: issued.code }, as);
   await auth.verifyEmail({ code: issued.code }, as); // already verified: still fine
@@ -67,7 +70,7 @@ test("sign-up sends a code; the right code verifies the email once, and the next
     [[email, "Vera"]],
   );
 
-  const { tokens: next } = await auth.refreshToken({ refreshToken: tokens.refreshToken });
+  const { tokens: next } = await auth.refreshToken({ refreshToken: afterWrong.refreshToken });
   assert.equal(decodeJwt(next?.accessToken ?? "").email_verified, true);
   await assertCode(auth.resendVerification({}, as), Code.FailedPrecondition, "resend when verified");
 });
