@@ -199,6 +199,17 @@ describe("concurrent sign-ups for one email", () => {
         const working = [];
         for (const p of passwords) if (await signsIn(email, p)) working.push(p);
         assert.equal(working.length, 1, `exactly one password signs in, got ${working.length}`);
+        // The password that works opens the profile made by the same sign-up: no racer's
+        // password replaced the winner's afterwards.
+        const winner = passwords.indexOf(working[0] as string);
+        const { result } = await auth().signIn({ email, password: working[0] as string });
+        assert.equal(result.case, "tokens");
+        const me = gatewayClient(UserService, mesh.url, "connect-json", () => result.value.accessToken);
+        assert.equal(
+          (await me.getMe({})).user?.displayName,
+          `R${winner}`,
+          "signed in to someone else's sign-up",
+        );
         const signedUp = await waitUntil(async () => {
           const events = (await authEvents(mesh.nats.url, UserSignedUpSchema)).filter(
             (e) => e.email === email,
