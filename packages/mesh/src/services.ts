@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
 import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import type { BaseConfig, ServiceModule } from "@protomesh/platform";
@@ -68,6 +69,14 @@ const list = [
     service: OtpService,
     load: async () => erase((await import("@protomesh/otp")).otpModule),
     devEnv: (dev) => ({ OTP_HASH_KEY: dev.secret("OTP_HASH_KEY") }),
+  },
+  {
+    // Reaches catalog at CATALOG_ADDR, which every local run sets like the other addresses.
+    name: "orders",
+    port: 50056,
+    metricsPort: 9106,
+    service: OrdersService,
+    load: async () => erase((await import("@protomesh/orders")).ordersModule),
   },
 ] as const satisfies readonly MeshService[];
 

@@ -512,7 +512,7 @@ export const OrdersService: GenService<{
    * USER. Errors: INVALID_ARGUMENT (bad lines, a product twice, a reused key), NOT_FOUND (an
    * unknown or deleted product, named), FAILED_PRECONDITION (not enough stock, the product
    * named; nothing was reserved), UNAVAILABLE (the catalog is unreachable: retry with the same
-   * key), UNAUTHENTICATED.
+   * key), ABORTED (a racing call with the same key was refused meanwhile: retry), UNAUTHENTICATED.
    *
    * @generated from rpc protomesh.orders.v1.OrdersService.PlaceOrder
    */
