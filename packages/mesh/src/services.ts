@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
+import { CatalogService } from "@protomesh/contracts/catalog/v1/catalog_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
 import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
@@ -69,6 +70,15 @@ const list = [
     service: OtpService,
     load: async () => erase((await import("@protomesh/otp")).otpModule),
     devEnv: (dev) => ({ OTP_HASH_KEY: dev.secret("OTP_HASH_KEY") }),
+  },
+  {
+    name: "catalog",
+    port: 50055,
+    metricsPort: 9105,
+    service: CatalogService,
+    load: async () => erase((await import("@protomesh/catalog")).catalogModule),
+    // A newcomer's `npm start` has products to browse and buy (tests start with an empty catalog).
+    devEnv: () => ({ CATALOG_SEED_DEMO: "true" }),
   },
   {
     // Reaches catalog at CATALOG_ADDR, which every local run sets like the other addresses.

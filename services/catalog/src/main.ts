@@ -1,0 +1,4 @@
+import { runMain } from "@protomesh/platform";
+import { catalogModule } from "./app.ts";
+
+await runMain(catalogModule);
