@@ -16,7 +16,19 @@ import {
 } from "@protomesh/testkit";
 import { connect } from "nats";
 
+import { catalogDb } from "../../catalog/test/helpers.ts";
+
 export { heldUnits, type MeshCatalog, meshCatalog, newProduct, stockOf } from "../../catalog/test/helpers.ts";
+
+/** The state of an order id's reservation in catalog (reserved, committed, released, expired). */
+export async function catalogState(mesh: Mesh, orderId: string): Promise<string | undefined> {
+  const [row] = await catalogDb<{ state: string }>(
+    mesh,
+    "SELECT state FROM reservations WHERE order_id = $1",
+    [orderId],
+  );
+  return row?.state;
+}
 
 /** auth, user, catalog and orders behind the gateway; settings of a test's own on top. */
 export function startShop(env: MeshOptions["env"] = {}): Promise<Mesh> {
@@ -46,11 +58,11 @@ export async function shopper(mesh: Mesh, name = "Shopper") {
 
 export type Shopper = Awaited<ReturnType<typeof shopper>>;
 
-/** `count` shoppers, signed up a few at a time (bcrypt queues per client address). */
+/** `count` shoppers, signed up 8 at a time (auth queues at most 8 hashes per client address). */
 export async function shoppers(mesh: Mesh, count: number): Promise<Shopper[]> {
   const all: Shopper[] = [];
   while (all.length < count) {
-    const batch = Math.min(4, count - all.length);
+    const batch = Math.min(8, count - all.length);
     all.push(
       ...(await Promise.all(
         Array.from({ length: batch }, (_, i) => shopper(mesh, `Buyer ${all.length + i}`)),
