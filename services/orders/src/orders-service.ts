@@ -6,6 +6,7 @@ import {
   type Logger,
   type PageTokens,
   requireUser,
+  requireVerifiedEmail,
   type ServiceHandlers,
 } from "@protomesh/platform";
 import type { CatalogStock } from "./catalog-stock.ts";
@@ -48,14 +49,16 @@ export function createOrdersHandlers(deps: {
   };
 
   return {
+    // Placing needs a verified email: the order's mails go to that address, and an address
+    // nobody proved must not receive them (nor may a throwaway account hold stock).
     async placeOrder(req, ctx) {
-      const order = await place(requireUser(ctx), req.lines, req.idempotencyKey);
+      const order = await place(requireVerifiedEmail(ctx), req.lines, req.idempotencyKey);
       return { order: toOrder(order) };
     },
 
     async buyNow(req, ctx) {
       const lines = [{ productId: req.productId, quantity: req.quantity }];
-      const order = await place(requireUser(ctx), lines, req.idempotencyKey);
+      const order = await place(requireVerifiedEmail(ctx), lines, req.idempotencyKey);
       return { order: toOrder(order) };
     },
 

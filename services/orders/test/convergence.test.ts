@@ -40,7 +40,7 @@ before(async () => {
     orders: { ORDERS_SWEEP_INTERVAL_S: "1", ORDERS_DRAFT_GRACE_S: "600" },
   });
   catalog = meshCatalog(mesh);
-  buyer = await shopper(mesh, "Buyer");
+  buyer = await shopper(mesh);
 });
 after(async () => {
   catalog?.close();

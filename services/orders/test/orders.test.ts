@@ -13,33 +13,44 @@ import {
 import { type Order, OrderStatus } from "@protomesh/contracts/orders/v1/orders_pb";
 import { assertCode, type Mesh, publishEvent, waitUntil } from "@protomesh/testkit";
 import {
-  admin,
   json,
   type MeshCatalog,
+  makeAdmin,
   meshCatalog,
   newKey,
   newProduct,
   ordersDb,
   ordersEvents,
   type Shopper,
-  shopper,
+  shoppers,
   startShop,
   stockOf,
+  unverifiedShopper,
 } from "./helpers.ts";
 
 let mesh: Mesh;
 let catalog: MeshCatalog;
 let boss: Shopper;
+let people: Shopper[];
 before(async () => {
   // A fast sweeper: cancellations of deleted accounts return their stock through it.
   mesh = await startShop({ orders: { ORDERS_SWEEP_INTERVAL_S: "1" } });
   catalog = meshCatalog(mesh);
-  boss = await admin(mesh);
+  // Signed up together: sign-ups are most of this file's run time.
+  people = await shoppers(mesh, 18);
+  boss = await makeAdmin(mesh, next());
 });
 after(async () => {
   catalog?.close();
   await mesh?.stop();
 });
+
+/** A verified shopper of this file's own, used by no other test. */
+function next(): Shopper {
+  const one = people.pop();
+  if (!one) throw new Error("more shoppers needed: raise the count in before()");
+  return one;
+}
 
 /** Rows orders keeps for a user, drafts included. */
 const rowsOf = (userId: string) =>
@@ -65,7 +76,7 @@ async function moveTo(order: Order, ...statuses: OrderStatus[]): Promise<Order> 
 }
 
 test("PlaceOrder stores a PENDING order with catalog's names and prices, takes the stock and emits OrderPlaced", async () => {
-  const ada = await shopper(mesh, "Ada");
+  const ada = next();
   const book = await newProduct(catalog, 10, { name: "A book", priceMinor: 1999n });
   const pen = await newProduct(catalog, 10, { name: "A pen", priceMinor: 250n });
   const { order } = await ada.orders.placeOrder({
@@ -122,7 +133,7 @@ test("PlaceOrder stores a PENDING order with catalog's names and prices, takes t
 });
 
 test("the same idempotency key 5 times in parallel: one order, one stock decrement, five identical answers", async () => {
-  const bo = await shopper(mesh, "Bo");
+  const bo = next();
   const productId = await newProduct(catalog, 10);
   const idempotencyKey = newKey();
   const lines = [{ productId, quantity: 2 }];
@@ -149,13 +160,30 @@ test("the same idempotency key 5 times in parallel: one order, one stock decreme
   assert.equal((await rowsOf(bo.userId)).length, 1);
 
   // Keys belong to their user: another user's same key is another order.
-  const cy = await shopper(mesh, "Cy");
+  const cy = next();
   const theirs = await cy.orders.placeOrder({ lines, idempotencyKey });
   assert.notEqual(theirs.order?.id, answers[0]?.order?.id);
 });
 
+test("a user whose email is not verified cannot place orders (FAILED_PRECONDITION), and nothing is written", async () => {
+  const fresh = await unverifiedShopper(mesh);
+  const productId = await newProduct(catalog, 5);
+  const err = await assertCode(
+    fresh.orders.buyNow({ productId, quantity: 1, idempotencyKey: newKey() }),
+    Code.FailedPrecondition,
+  );
+  assert.match(err.rawMessage, /verify your email/);
+  await assertCode(
+    fresh.orders.placeOrder({ lines: [{ productId, quantity: 1 }], idempotencyKey: newKey() }),
+    Code.FailedPrecondition,
+  );
+  assert.deepEqual(await rowsOf(fresh.userId), []);
+  assert.equal(await stockOf(catalog, productId), 5);
+  assert.deepEqual((await fresh.orders.listMyOrders({})).orders, [], "reading needs no verified email");
+});
+
 test("bad input is INVALID_ARGUMENT naming the field (NOT_FOUND for an unknown product), and nothing is written", async () => {
-  const dee = await shopper(mesh, "Dee");
+  const dee = next();
   const productId = await newProduct(catalog, 10);
   const other = await newProduct(catalog, 10);
   const key = newKey();
@@ -243,8 +271,8 @@ test("bad input is INVALID_ARGUMENT naming the field (NOT_FOUND for an unknown p
 });
 
 test("an order beyond the stock is FAILED_PRECONDITION naming the product; the key works again once stock is back", async () => {
-  const eve = await shopper(mesh, "Eve");
-  const fin = await shopper(mesh, "Fin");
+  const eve = next();
+  const fin = next();
   const productId = await newProduct(catalog, 3);
   const first = (await fin.orders.buyNow({ productId, quantity: 1, idempotencyKey: newKey() })).order;
   assert.ok(first);
@@ -264,7 +292,7 @@ test("an order beyond the stock is FAILED_PRECONDITION naming the product; the k
 });
 
 test("every illegal move is FAILED_PRECONDITION naming both statuses; legal ones emit OrderStatusChanged", async () => {
-  const fay = await shopper(mesh, "Fay");
+  const fay = next();
   const { PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED } = OrderStatus;
   const legal = new Set([
     `${PENDING}>${CONFIRMED}`,
@@ -320,7 +348,7 @@ test("every illegal move is FAILED_PRECONDITION naming both statuses; legal ones
 });
 
 test("two admins moving one order at once: one move applies, the other is refused", async () => {
-  const gus = await shopper(mesh, "Gus");
+  const gus = next();
   const { order } = await placed(gus);
   await moveTo(order, OrderStatus.CONFIRMED);
   const [ship, cancel] = await Promise.allSettled([
@@ -334,7 +362,7 @@ test("two admins moving one order at once: one move applies, the other is refuse
 });
 
 test("the buyer cancels: stock back, OrderCancelled; again is a no-op; a shipped order cannot be cancelled", async () => {
-  const hal = await shopper(mesh, "Hal");
+  const hal = next();
   const { order, productId } = await placed(hal);
   assert.equal(await stockOf(catalog, productId), 4);
   const { order: cancelled } = await hal.orders.cancelOrder({ orderId: order.id, reason: "changed my mind" });
@@ -359,7 +387,7 @@ test("the buyer cancels: stock back, OrderCancelled; again is a no-op; a shipped
 });
 
 test("an admin's cancellation returns the stock and emits OrderCancelled by the admin", async () => {
-  const ida = await shopper(mesh, "Ida");
+  const ida = next();
   const { order, productId } = await placed(ida);
   const moved = await moveTo(order, OrderStatus.CONFIRMED);
   const { order: cancelled } = await boss.orders.updateOrderStatus({
@@ -376,8 +404,8 @@ test("an admin's cancellation returns the stock and emits OrderCancelled by the 
 });
 
 test("a user cannot read, cancel or list another user's orders (NOT_FOUND), nor use admin methods", async () => {
-  const jo = await shopper(mesh, "Jo");
-  const kim = await shopper(mesh, "Kim");
+  const jo = next();
+  const kim = next();
   const { order, productId } = await placed(jo);
   await assertCode(kim.orders.getOrder({ orderId: order.id }), Code.NotFound, "read");
   await assertCode(kim.orders.cancelOrder({ orderId: order.id }), Code.NotFound, "cancel");
@@ -394,8 +422,8 @@ test("a user cannot read, cancel or list another user's orders (NOT_FOUND), nor 
 });
 
 test("ListMyOrders pages newest first through the caller's orders only; tokens are bound to their user", async () => {
-  const lu = await shopper(mesh, "Lu");
-  const mo = await shopper(mesh, "Mo");
+  const lu = next();
+  const mo = next();
   const mine: string[] = [];
   for (let i = 0; i < 5; i++) mine.push((await placed(lu)).order.id);
   await placed(mo);
@@ -420,7 +448,7 @@ test("ListMyOrders pages newest first through the caller's orders only; tokens a
 });
 
 test("ListOrders lets an admin filter by status and by user, with pages", async () => {
-  const ned = await shopper(mesh, "Ned");
+  const ned = next();
   const a = (await placed(ned)).order;
   const b = await moveTo((await placed(ned)).order, OrderStatus.CONFIRMED);
   const c = (await placed(ned)).order;
@@ -455,7 +483,7 @@ test("ListOrders lets an admin filter by status and by user, with pages", async 
 });
 
 test("UserDeleted anonymises the user's orders, cancels the open ones and returns their stock", async () => {
-  const ola = await shopper(mesh, "Ola");
+  const ola = next();
   const open = await placed(ola);
   const delivered = await moveTo(
     (await placed(ola)).order,
@@ -463,7 +491,7 @@ test("UserDeleted anonymises the user's orders, cancels the open ones and return
     OrderStatus.SHIPPED,
     OrderStatus.DELIVERED,
   );
-  const other = await shopper(mesh, "Pia");
+  const other = next();
   const kept = await placed(other);
 
   await publishEvent(mesh.nats.url, UserDeletedSchema, {
