@@ -67,32 +67,32 @@ export function fromReservedLine(l: ReservedLine): { currency: string; line: Ord
   };
 }
 
+/** OrderPlaced: the order as placed, and the buyer's address for the confirmation. */
 export function toOrderPlaced(o: OrderRecord): MessageInitShape<typeof OrderPlacedSchema> {
   return { order: toOrder(o), email: o.email, occurTime: timestampFromDate(o.updatedAt) };
 }
 
+/** What every status event says: the order now, its status before, and where to write. */
+const statusEvent = (o: OrderRecord, previous: OrderState) => ({
+  order: toOrder(o),
+  previousStatus: toStatus(previous),
+  email: o.email,
+  occurTime: timestampFromDate(o.updatedAt),
+});
+
+/** OrderStatusChanged: an admin moved the order forward. */
 export function toOrderStatusChanged(
   o: OrderRecord,
   previous: OrderState,
 ): MessageInitShape<typeof OrderStatusChangedSchema> {
-  return {
-    order: toOrder(o),
-    previousStatus: toStatus(previous),
-    email: o.email,
-    occurTime: timestampFromDate(o.updatedAt),
-  };
+  return statusEvent(o, previous);
 }
 
+/** OrderCancelled, with who cancelled ("buyer", "admin" or "system"). */
 export function toOrderCancelled(
   o: OrderRecord,
   previous: OrderState,
   by: CancelledBy,
 ): MessageInitShape<typeof OrderCancelledSchema> {
-  return {
-    order: toOrder(o),
-    previousStatus: toStatus(previous),
-    email: o.email,
-    cancelledBy: by,
-    occurTime: timestampFromDate(o.updatedAt),
-  };
+  return { ...statusEvent(o, previous), cancelledBy: by };
 }
