@@ -31,7 +31,7 @@ export interface OrderFilter {
 
 /** What opening (or finding) the draft of a user's idempotency key found. */
 export type Opened =
-  | { kind: "draft"; id: string; fingerprint: string }
+  | { kind: "draft"; id: string; fingerprint: string; fresh: boolean }
   | { kind: "placed"; order: OrderRecord; fingerprint: string };
 
 /** Catalog's answer to CommitStock for one order: kept for good, or no longer held. */
@@ -148,8 +148,8 @@ export function createPgOrderStore(pool: Pool) {
 
   return {
     /**
-     * Opens the draft of a user's idempotency key, or finds what the key already has: its
-     * draft (touched, so the sweeper leaves it to this attempt) or its placed order. Two
+     * Opens the draft of a user's idempotency key (`fresh`), or finds what the key already has:
+     * its draft (touched, so the sweeper leaves it to this attempt) or its placed order. Two
      * racing calls get one row: the unique index makes the second one's insert the touch.
      * A draft being swept is waited for; once deleted, the insert goes through afresh.
      */
@@ -163,7 +163,13 @@ export function createPgOrderStore(pool: Pool) {
         [d.id, d.userId, d.key, d.fingerprint],
       );
       const draft = rows[0];
-      if (draft) return { kind: "draft", id: draft.id, fingerprint: draft.lines_fingerprint };
+      if (draft)
+        return {
+          kind: "draft",
+          id: draft.id,
+          fingerprint: draft.lines_fingerprint,
+          fresh: draft.id === d.id,
+        };
       // The key's order is placed: placed orders are never deleted, so it is there.
       const placed = await pool.query<Row>(
         `${SELECT_ORDER} WHERE o.user_id = $1 AND o.idempotency_key = $2`,

@@ -76,9 +76,13 @@ export function createPlacement(deps: {
       .catch((err) => log.warn({ err, orderId }, "could not release a reservation"));
   };
 
-  return async function place(user: UserIdentity, lines: LineRequest[], key: string): Promise<OrderRecord> {
-    refuseDuplicates(lines);
-    const fingerprint = fingerprintOf(lines);
+  /** One attempt; "again" when a draft left by an earlier call turned out to be unusable. */
+  const attempt = async (
+    user: UserIdentity,
+    lines: LineRequest[],
+    key: string,
+    fingerprint: string,
+  ): Promise<OrderRecord | "again"> => {
     const opened = await store.openDraft({ id: randomUUID(), userId: user.userId, key, fingerprint });
     if (opened.fingerprint !== fingerprint) {
       ordersRefused.inc({ reason: "invalid" });
@@ -94,6 +98,9 @@ export function createPlacement(deps: {
       if (isRefusal(err)) {
         // Nothing was reserved: the draft goes, and the key is free for another try.
         await store.dropDraft(orderId);
+        // An earlier call's draft may have outlived its reservation (expired, or released by
+        // the sweeper), which catalog refuses like missing stock: start over with a new one.
+        if (!opened.fresh && (err as ConnectError).code === Code.FailedPrecondition) return "again";
         ordersRefused.inc({ reason: REFUSAL_REASON[(err as ConnectError).code] ?? "invalid" });
         throw err;
       }
@@ -131,6 +138,18 @@ export function createPlacement(deps: {
     log.info({ orderId, lines: orderLines.length }, "order placed");
     await commit(order);
     return order;
+  };
+
+  return async function place(user: UserIdentity, lines: LineRequest[], key: string): Promise<OrderRecord> {
+    refuseDuplicates(lines);
+    const fingerprint = fingerprintOf(lines);
+    const first = await attempt(user, lines, key, fingerprint);
+    if (first !== "again") return first;
+    const second = await attempt(user, lines, key, fingerprint);
+    // A draft again, left by yet another call: its caller is placing it; let the client retry.
+    if (second === "again")
+      throw new ConnectError("placing this order was interrupted; try again", Code.Aborted);
+    return second;
   };
 }
 

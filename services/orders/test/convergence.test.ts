@@ -2,7 +2,7 @@
 // ReserveStock and storing the order, catalog down before or during PlaceOrder, NATS down while
 // orders are placed. Reservations live 3 s here, so expiry is part of the test.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, beforeEach, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import { OrderCancelledSchema, OrderPlacedSchema } from "@protomesh/contracts/orders/v1/events_pb";
@@ -22,7 +22,7 @@ import {
   ordersDb,
   ordersEvents,
   type Shopper,
-  shopper,
+  shoppers,
   startShop,
   stockOf,
 } from "./helpers.ts";
@@ -31,6 +31,8 @@ const TTL_S = 3;
 
 let mesh: Mesh;
 let catalog: MeshCatalog;
+let buyers: Shopper[];
+/** This test's own buyer. */
 let buyer: Shopper;
 before(async () => {
   mesh = await startShop({
@@ -40,7 +42,12 @@ before(async () => {
     orders: { ORDERS_SWEEP_INTERVAL_S: "1", ORDERS_DRAFT_GRACE_S: "600" },
   });
   catalog = meshCatalog(mesh);
-  buyer = await shopper(mesh);
+  buyers = await shoppers(mesh, 5);
+});
+beforeEach(() => {
+  const next = buyers.pop();
+  if (!next) throw new Error("more buyers needed: raise the count in before()");
+  buyer = next;
 });
 after(async () => {
   catalog?.close();
@@ -116,6 +123,39 @@ test("orders crashes between ReserveStock and storing the order: after the expir
   }
   assert.equal(await catalogState(mesh, reservedFor), "expired");
   assert.equal(await stockOf(catalog, productId), 5);
+});
+
+test("a retry with the key of a crashed call, after its reservation expired, places the order afresh", async () => {
+  const productId = await newProduct(catalog, 5);
+  const idempotencyKey = newKey();
+  let crashed = "";
+  const hooked = await hookedOrders(async (orderId, self) => {
+    crashed = orderId;
+    await self.kill();
+    await new Promise(() => {});
+  });
+  try {
+    await failure(
+      hooked.client.buyNow({ productId, quantity: 1, idempotencyKey }, { accessToken: buyer.token }),
+    );
+  } finally {
+    hooked.client.close();
+  }
+  await waitUntil(
+    async () => (await catalogState(mesh, crashed)) === "expired",
+    15_000,
+    "the reservation expired",
+  );
+
+  const { order } = await buyer.orders.buyNow({ productId, quantity: 1, idempotencyKey });
+  assert.equal(order?.status, OrderStatus.PENDING);
+  assert.notEqual(order?.id, crashed, "a new order id: catalog refuses the expired one");
+  assert.equal(await stockOf(catalog, productId), 4);
+  const rows = await ordersDb(mesh, "SELECT status FROM orders WHERE user_id = $1 AND idempotency_key = $2", [
+    buyer.userId,
+    idempotencyKey,
+  ]);
+  assert.deepEqual(rows, [{ status: "pending" }], "one order for the key, the old draft gone");
 });
 
 test("catalog down during PlaceOrder: UNAVAILABLE, nothing shown; a retry with the same key places one order", async () => {
