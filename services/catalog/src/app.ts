@@ -1,9 +1,16 @@
 import { join } from "node:path";
 import { CatalogService } from "@protomesh/contracts/catalog/v1/catalog_pb";
 import { ProductChangedSchema, StockLowSchema } from "@protomesh/contracts/catalog/v1/events_pb";
-import { bindService, defineStream, type ServiceModule, type ServiceSpec } from "@protomesh/platform";
+import {
+  bindService,
+  createPageTokens,
+  defineStream,
+  type ServiceModule,
+  type ServiceSpec,
+} from "@protomesh/platform";
 import { createCatalogHandlers } from "./catalog-service.ts";
 import { type CatalogConfig, readCatalogConfig } from "./config.ts";
+import { seedDemoProducts } from "./demo-seed.ts";
 import { createPgProductStore } from "./pg-product-store.ts";
 import { createPgReservationStore } from "./pg-reservation-store.ts";
 import { createReservationExpiry } from "./reservation-expiry.ts";
@@ -20,6 +27,7 @@ export function createCatalogService(config: CatalogConfig): ServiceSpec {
     async build({ pool, log }) {
       const products = createPgProductStore(pool);
       const reservations = createPgReservationStore(pool);
+      if (config.seedDemo) await seedDemoProducts(pool, config.currency, log);
       return {
         services: [
           bindService(
@@ -29,6 +37,7 @@ export function createCatalogService(config: CatalogConfig): ServiceSpec {
               reservations,
               currency: config.currency,
               reservationTtlS: config.reservationTtlS,
+              pageTokens: createPageTokens(config.meshSecret, "protomesh.catalog.v1"),
               log,
             }),
           ),

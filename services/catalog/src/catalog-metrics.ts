@@ -3,12 +3,13 @@ import { Counter } from "prom-client";
 
 /**
  * ReserveStock calls by outcome: reserved, replayed (a retry of the same order), short (not
- * enough stock), not-found, refused (the order id was released or expired). A rise in short is
- * demand beyond stock; in refused, orders giving up on calls that still arrive.
+ * enough stock), not-found, invalid (other lines for a known order id), refused (the order id
+ * was released or expired), error. A rise in short is demand beyond stock; in refused, orders
+ * giving up on calls that still arrive.
  */
-export const reservations = new Counter({
+export const reserveOutcomes = new Counter({
   name: "protomesh_catalog_reservations_total",
-  help: "ReserveStock calls by outcome (reserved, replayed, short, not-found, refused).",
+  help: "ReserveStock calls by outcome (reserved, replayed, short, not-found, invalid, refused, error).",
   labelNames: ["outcome"],
   registers: [metrics],
 });

@@ -1,10 +1,33 @@
 import { randomUUID } from "node:crypto";
-import type { CatalogService, StockLine } from "@protomesh/contracts/catalog/v1/catalog_pb";
-import { type CallContext, Code, fail, type Logger, type ServiceHandlers } from "@protomesh/platform";
-import { reservationEnds, reservations } from "./catalog-metrics.ts";
-import { fromProductFields, toProductMessage, toReserveResponse } from "./convert.ts";
-import type { ProductStore } from "./pg-product-store.ts";
+import type { CatalogService, ProductFields, StockLine } from "@protomesh/contracts/catalog/v1/catalog_pb";
+import {
+  type CallContext,
+  Code,
+  fail,
+  type Logger,
+  type PageTokens,
+  type ServiceHandlers,
+} from "@protomesh/platform";
+import { reservationEnds, reserveOutcomes } from "./catalog-metrics.ts";
+import {
+  fromProductFields,
+  productQueryScope,
+  toProductMessage,
+  toProductQuery,
+  toReserveResponse,
+  toStockMovement,
+} from "./convert.ts";
+import { isMaskPath, type MaskPath, type ProductStore } from "./pg-product-store.ts";
 import type { ReservationStore } from "./pg-reservation-store.ts";
+
+const DEFAULT_PAGE_SIZE = 20;
+
+/** The reservations metric's outcome for a ReserveStock that failed with this code. */
+const FAILED_OUTCOMES = new Map<Code | undefined, string>([
+  [Code.FailedPrecondition, "short"],
+  [Code.NotFound, "not-found"],
+  [Code.InvalidArgument, "invalid"],
+]);
 
 /** CatalogService handlers. */
 export function createCatalogHandlers(deps: {
@@ -12,16 +35,28 @@ export function createCatalogHandlers(deps: {
   reservations: ReservationStore;
   currency: string;
   reservationTtlS: number;
+  pageTokens: PageTokens;
   log: Logger;
 }): ServiceHandlers<typeof CatalogService> {
-  const { products, currency, reservationTtlS, log } = deps;
+  const { products, currency, reservationTtlS, pageTokens, log } = deps;
 
-  /** Prices are in the shop's one currency only; `field` names where the price came in. */
-  const checkCurrency = (given: string | undefined, field: string) => {
-    if (given !== currency) {
-      throw fail(Code.InvalidArgument, `${field}: must be ${currency}, the shop's currency`);
+  /**
+   * The fields a create or an update sets are complete: a name that is not blank, and a price
+   * in the shop's one currency. (The contract lets them be empty for fields an update leaves.)
+   */
+  const checkFields = (f: ProductFields, paths: readonly MaskPath[]) => {
+    if (paths.includes("name") && !f.name.trim())
+      throw fail(Code.InvalidArgument, "product.name: value is required");
+    if (!paths.includes("price")) return;
+    if (!f.price) throw fail(Code.InvalidArgument, "product.price: value is required");
+    if (f.price.currency !== currency) {
+      throw fail(Code.InvalidArgument, `product.price.currency: must be ${currency}, the shop's currency`);
     }
   };
+
+  const cursorOf = (scope: string, token: string) => (token ? pageTokens.read(scope, token) : undefined);
+  const tokenFor = (scope: string, next: Parameters<PageTokens["issue"]>[1] | undefined) =>
+    next ? pageTokens.issue(scope, next) : "";
 
   /** Who changed stock, for the ledger: the admin, or the calling service. */
   const actorOf = (ctx: CallContext) => ctx.user?.userId ?? ctx.service ?? "";
@@ -33,15 +68,11 @@ export function createCatalogHandlers(deps: {
     return product;
   };
 
-  const notYet = async (): Promise<never> => {
-    throw fail(Code.Unimplemented, "not implemented yet");
-  };
-
   return {
     async createProduct(req, ctx) {
       const fields = req.product;
       if (!fields) throw fail(Code.InvalidArgument, "product: value is required");
-      checkCurrency(fields.price?.currency, "product.price.currency");
+      checkFields(fields, ["name", "price"]);
       const product = await products.create(
         randomUUID(),
         fromProductFields(fields),
@@ -56,36 +87,87 @@ export function createCatalogHandlers(deps: {
       return { product: toProductMessage(await onSale(req.productId)) };
     },
 
-    updateProduct: notYet,
-    deleteProduct: notYet,
-    adjustStock: notYet,
-    listStockMovements: notYet,
-    listProducts: notYet,
+    async updateProduct(req) {
+      // Validation guarantees the mask is present, names only these paths, and a product is given.
+      const paths = [...new Set(req.updateMask?.paths ?? [])].filter(isMaskPath);
+      const fields = req.product;
+      if (!fields || paths.length === 0)
+        throw fail(Code.InvalidArgument, "update_mask: name at least one field");
+      checkFields(fields, paths);
+      const product = await products.update(
+        req.productId,
+        req.expectedVersion,
+        paths,
+        fromProductFields(fields),
+      );
+      log.info({ productId: product.id, fields: paths }, "product updated");
+      return { product: toProductMessage(product) };
+    },
+
+    async deleteProduct(req) {
+      await products.remove(req.productId, req.expectedVersion);
+      log.info({ productId: req.productId }, "product deleted");
+      return {};
+    },
+
+    async adjustStock(req, ctx) {
+      const change =
+        req.change.case === "delta"
+          ? { delta: req.change.value }
+          : req.change.case === "setTo"
+            ? { setTo: req.change.value }
+            : undefined;
+      if (!change) throw fail(Code.InvalidArgument, "change: delta or set_to is required");
+      const product = await products.adjustStock(req.productId, change, req.reason, actorOf(ctx));
+      log.info({ productId: product.id, stock: product.stock }, "stock adjusted");
+      return { product: toProductMessage(product) };
+    },
+
+    async listStockMovements(req) {
+      const scope = `movements\0${req.productId.toLowerCase()}`;
+      const page = await products.movements(
+        req.productId,
+        req.pageSize || DEFAULT_PAGE_SIZE,
+        cursorOf(scope, req.pageToken),
+      );
+      if (!page) throw fail(Code.NotFound, "product not found");
+      return { movements: page.items.map(toStockMovement), nextPageToken: tokenFor(scope, page.next) };
+    },
+
+    async listProducts(req) {
+      const query = toProductQuery(req);
+      if (query.sort === "relevance" && !query.text) {
+        throw fail(Code.InvalidArgument, "query: sort by relevance needs a query");
+      }
+      const scope = productQueryScope(query);
+      const page = await products.list(
+        query,
+        req.pageSize || DEFAULT_PAGE_SIZE,
+        cursorOf(scope, req.pageToken),
+      );
+      return { products: page.items.map(toProductMessage), nextPageToken: tokenFor(scope, page.next) };
+    },
 
     async reserveStock(req) {
       const lines = normalised(req.lines);
       const outcome = await deps.reservations
         .reserve(req.orderId.toLowerCase(), lines, reservationTtlS)
         .catch((err: unknown) => {
-          const code = (err as { code?: Code }).code;
-          reservations.inc({
-            outcome:
-              code === Code.FailedPrecondition ? "short" : code === Code.NotFound ? "not-found" : "error",
-          });
+          reserveOutcomes.inc({ outcome: FAILED_OUTCOMES.get((err as { code?: Code }).code) ?? "error" });
           throw err;
         });
       switch (outcome.kind) {
         case "reserved":
-          reservations.inc({ outcome: outcome.replay ? "replayed" : "reserved" });
+          reserveOutcomes.inc({ outcome: outcome.replay ? "replayed" : "reserved" });
           return toReserveResponse(outcome.reservation);
         case "expired":
-          reservations.inc({ outcome: "refused" });
+          reserveOutcomes.inc({ outcome: "refused" });
           throw fail(
             Code.FailedPrecondition,
             "this order's reservation expired; its units are back in stock",
           );
         case "released":
-          reservations.inc({ outcome: "refused" });
+          reserveOutcomes.inc({ outcome: "refused" });
           throw fail(
             Code.FailedPrecondition,
             "this order's reservation was released; reserve under a new order id",
