@@ -120,7 +120,16 @@ test("PlaceOrder stores a PENDING order with catalog's names and prices, takes t
   assert.equal(event.email, ada.email);
   assert.equal(event.order?.total?.amountMinor, 4748n);
 
-  // The snapshot is orders' own: it does not depend on catalog keeping the product as it was.
+  // The snapshot stays when the product changes or goes off sale later.
+  const { product } = await catalog.getProduct({ productId: book });
+  await catalog.updateProduct({
+    productId: book,
+    product: { name: "A dearer book", price: { currency: "EUR", amountMinor: 2999n } },
+    updateMask: { paths: ["name", "price"] },
+    expectedVersion: product?.version ?? 0n,
+  });
+  await catalog.deleteProduct({ productId: pen });
+  assert.deepEqual(json((await ada.orders.getOrder({ orderId: order.id })).order), json(order));
   const stored = await ordersDb<{ name: string; unit_price_minor: string }>(
     mesh,
     "SELECT name, unit_price_minor::text FROM order_lines WHERE order_id = $1 ORDER BY position",
@@ -251,6 +260,15 @@ test("bad input is INVALID_ARGUMENT naming the field (NOT_FOUND for an unknown p
     "BuyNow of nothing",
   );
   assert.match(buy.rawMessage, /^quantity: /);
+
+  const gone = await newProduct(catalog, 10);
+  await catalog.deleteProduct({ productId: gone });
+  const deleted = await assertCode(
+    dee.orders.buyNow({ productId: gone, quantity: 1, idempotencyKey: key }),
+    Code.NotFound,
+    "a deleted product",
+  );
+  assert.match(deleted.rawMessage, new RegExp(gone));
 
   const unknown = crypto.randomUUID();
   const missing = await assertCode(
