@@ -27,7 +27,7 @@ export const ordersCancelled = new Counter({
 /** What the sweeper settled: any steady rate says calls to catalog keep failing midway. */
 export const sweeperActions = new Counter({
   name: "protomesh_orders_sweeper_actions_total",
-  help: "Work the stock sweeper did (draft_released, stock_committed, expired_cancelled, stock_released).",
+  help: "Work the stock sweeper did (draft_released, stock_committed, expired_cancelled, stock_released) and catalog calls of it that failed (catalog_failed).",
   labelNames: ["action"],
   registers: [metrics],
 });

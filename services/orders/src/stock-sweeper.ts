@@ -8,7 +8,7 @@ const BATCH = 20;
 const MAX_BATCHES = 25;
 
 /** What one pass settled. */
-export interface SweepCounts {
+interface SweepCounts {
   draftsReleased: number;
   stockCommitted: number;
   expiredCancelled: number;
@@ -28,28 +28,25 @@ export function createStockSweeper(opts: {
   graceS: number;
   intervalMs: number;
   log: Logger;
-}): Worker & { sweep(): Promise<SweepCounts> } {
+}): Worker {
   const { store, stock, log } = opts;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> | undefined;
 
-  /** A catalog call's success; failures are logged and left for the next pass. */
-  const attempt = async <T>(
-    what: string,
-    orderId: string,
-    call: () => Promise<T>,
-  ): Promise<T | undefined> => {
+  /** Catalog calls of the current pass that failed: logged once per pass, not once per order. */
+  let failed: { count: number; err?: unknown; orderId?: string } = { count: 0 };
+
+  /** A catalog call's result, or undefined when it failed (left for the next pass). */
+  const attempt = async <T>(orderId: string, call: () => Promise<T>): Promise<T | undefined> => {
     try {
       return await call();
     } catch (err) {
-      log.warn({ err, orderId }, `could not ${what} yet; will retry`);
+      if (failed.count++ === 0) failed = { count: 1, err, orderId };
       return undefined;
     }
   };
   const released = async (orderId: string) =>
-    (await attempt("release an order's stock", orderId, async () =>
-      stock.release(orderId).then(() => true),
-    )) ?? false;
+    (await attempt(orderId, async () => stock.release(orderId).then(() => true))) ?? false;
 
   /**
    * Runs batches of one kind of work while they come back full and settle something (rows
@@ -63,6 +60,7 @@ export function createStockSweeper(opts: {
   };
 
   const sweep = async (): Promise<SweepCounts> => {
+    failed = { count: 0 };
     const counts: SweepCounts = {
       draftsReleased: 0,
       stockCommitted: 0,
@@ -75,9 +73,7 @@ export function createStockSweeper(opts: {
       return r;
     });
     await drain(async () => {
-      const r = await store.sweepUncommitted(BATCH, (id) =>
-        attempt("commit an order's stock", id, () => stock.commit(id)),
-      );
+      const r = await store.sweepUncommitted(BATCH, (id) => attempt(id, () => stock.commit(id)));
       counts.stockCommitted += r.committed;
       counts.expiredCancelled += r.expired;
       return { claimed: r.claimed, done: r.committed + r.expired };
@@ -93,6 +89,13 @@ export function createStockSweeper(opts: {
     sweeperActions.inc({ action: "stock_released" }, counts.stockReleased);
     ordersCancelled.inc({ by: "system" }, counts.expiredCancelled);
     if (Object.values(counts).some((n) => n > 0)) log.info(counts, "settled orders' stock");
+    if (failed.count > 0) {
+      sweeperActions.inc({ action: "catalog_failed" }, failed.count);
+      log.warn(
+        { err: failed.err, orderId: failed.orderId, failures: failed.count },
+        "catalog calls of the stock sweep failed; those orders wait for the next pass",
+      );
+    }
     return counts;
   };
 
@@ -105,7 +108,6 @@ export function createStockSweeper(opts: {
   };
 
   return {
-    sweep,
     start() {
       tick();
       timer = setInterval(tick, opts.intervalMs);
