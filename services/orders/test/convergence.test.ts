@@ -42,7 +42,7 @@ before(async () => {
     orders: { ORDERS_SWEEP_INTERVAL_S: "1", ORDERS_DRAFT_GRACE_S: "600" },
   });
   catalog = meshCatalog(mesh);
-  buyers = await shoppers(mesh, 5);
+  buyers = await shoppers(mesh, 6);
 });
 beforeEach(() => {
   const next = buyers.pop();
@@ -224,6 +224,34 @@ test("catalog goes down after reserving and stays down past the expiry: the orde
     (await ordersEvents(mesh, OrderCancelledSchema)).find((e) => e.order?.id === orderId),
   );
   assert.deepEqual([event.cancelledBy, event.previousStatus], ["system", OrderStatus.PENDING]);
+});
+
+test("a cancellation while catalog is down commits at once; the stock goes back once catalog returns", async () => {
+  const productId = await newProduct(catalog, 5);
+  const { order } = await buyer.orders.buyNow({ productId, quantity: 2, idempotencyKey: newKey() });
+  assert.ok(order);
+  await mesh.services.catalog?.kill();
+  try {
+    const { order: cancelled } = await buyer.orders.cancelOrder({ orderId: order.id });
+    assert.equal(cancelled?.status, OrderStatus.CANCELLED);
+    const [row] = await ordersDb<{ stock: string }>(mesh, "SELECT stock FROM orders WHERE id = $1", [
+      order.id,
+    ]);
+    assert.equal(row?.stock, "committed", "not released yet");
+  } finally {
+    await mesh.start("catalog");
+  }
+  await waitUntil(
+    async () => (await stockOf(catalog, productId)) === 5,
+    15_000,
+    "the stock back by the sweeper",
+  );
+  await waitUntil(async () => {
+    const [row] = await ordersDb<{ stock: string }>(mesh, "SELECT stock FROM orders WHERE id = $1", [
+      order.id,
+    ]);
+    return row?.stock === "released";
+  });
 });
 
 test("NATS down while orders are placed: every OrderPlaced reaches JetStream exactly once after NATS returns", async (t) => {
