@@ -4,3 +4,4 @@ CREATE DATABASE protomesh_user;
 CREATE DATABASE protomesh_notify;
 CREATE DATABASE protomesh_otp;
 CREATE DATABASE protomesh_catalog;
+CREATE DATABASE protomesh_orders;

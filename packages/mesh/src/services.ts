@@ -6,6 +6,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { CatalogService } from "@protomesh/contracts/catalog/v1/catalog_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
 import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import type { BaseConfig, ServiceModule } from "@protomesh/platform";
@@ -80,6 +81,14 @@ const list = [
     load: async () => erase((await import("@protomesh/catalog")).catalogModule),
     // A newcomer's `npm start` has products to browse and buy (tests start with an empty catalog).
     devEnv: (dev) => (dev.demo ? { CATALOG_SEED_DEMO: "true" } : {}),
+  },
+  {
+    // Reaches catalog at CATALOG_ADDR, which every local run sets like the other addresses.
+    name: "orders",
+    port: 50056,
+    metricsPort: 9106,
+    service: OrdersService,
+    load: async () => erase((await import("@protomesh/orders")).ordersModule),
   },
 ] as const satisfies readonly MeshService[];
 

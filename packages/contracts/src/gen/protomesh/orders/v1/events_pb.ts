@@ -64,6 +64,8 @@ export type OrderStatusChanged = Message<"protomesh.orders.v1.OrderStatusChanged
   previousStatus: OrderStatus;
 
   /**
+   * The buyer's address; empty once the buyer's account was deleted (nobody to write to).
+   *
    * @generated from field: string email = 3;
    */
   email: string;
@@ -99,12 +101,14 @@ export type OrderCancelled = Message<"protomesh.orders.v1.OrderCancelled"> & {
   previousStatus: OrderStatus;
 
   /**
+   * The buyer's address; empty once the buyer's account was deleted (nobody to write to).
+   *
    * @generated from field: string email = 3;
    */
   email: string;
 
   /**
-   * "buyer", "admin" or "system".
+   * "buyer", "admin" or "system" (the stock reservation expired, or the account was deleted).
    *
    * @generated from field: string cancelled_by = 4;
    */

@@ -509,10 +509,11 @@ export const OrdersService: GenService<{
    * PlaceOrder reserves the lines' stock and stores a PENDING order, then emits OrderPlaced.
    * The same idempotency key from the same user returns the same order (also when the calls
    * race); the same key with other lines is INVALID_ARGUMENT.
-   * USER. Errors: INVALID_ARGUMENT (bad lines, a product twice, a reused key), NOT_FOUND (an
-   * unknown or deleted product, named), FAILED_PRECONDITION (not enough stock, the product
-   * named; nothing was reserved), UNAVAILABLE (the catalog is unreachable: retry with the same
-   * key), UNAUTHENTICATED.
+   * USER with a verified email. Errors: INVALID_ARGUMENT (bad lines, a product twice, a reused
+   * key), NOT_FOUND (an unknown or deleted product, named), FAILED_PRECONDITION (not enough
+   * stock, the product named, and nothing was reserved; or the email is not verified yet),
+   * UNAVAILABLE (the catalog is unreachable: retry with the same key), ABORTED (a racing call
+   * with the same key was refused meanwhile: retry), UNAUTHENTICATED.
    *
    * @generated from rpc protomesh.orders.v1.OrdersService.PlaceOrder
    */

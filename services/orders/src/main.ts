@@ -1,0 +1,4 @@
+import { runMain } from "@protomesh/platform";
+import { ordersModule } from "./app.ts";
+
+await runMain(ordersModule);
