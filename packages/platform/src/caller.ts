@@ -39,6 +39,8 @@ const CLOCK_SKEW_S = 30;
 
 const JWKS_MAX_AGE_MS = 5 * 60_000;
 const VERIFIED_CACHE_SIZE = 10_000;
+// Mesh and gateway credentials: a handful of live tokens (one per calling replica).
+const HS256_CACHE_SIZE = 256;
 const JWKS_MIN_REFRESH_MS = 10_000;
 const REVOCATIONS_WAIT_MS = 5_000;
 
@@ -310,21 +312,53 @@ export function createHs256Credentials(opts: {
   };
 }
 
-/** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */
-export function createMeshVerifier(secret: string): (token: string) => Promise<string> {
-  const key = encoder.encode(secret);
+/**
+ * Checks what createHs256Credentials mints; returns its subject or throws UNAUTHENTICATED with
+ * `refusal`. Verified tokens are remembered until they expire: every caller sends the same
+ * token for half its life, so a call between services costs a map lookup, not an HMAC and a
+ * JSON parse.
+ */
+export function createHs256Verifier(opts: {
+  secret: string;
+  audience: string;
+  type: string;
+  ttlS: number;
+  refusal: string;
+}): (token: string) => Promise<string> {
+  const key = encoder.encode(opts.secret);
+  const verified = new Map<string, { subject: string; until: number }>();
   return async (token) => {
+    const hit = verified.get(token);
+    if (hit && hit.until > Date.now()) return hit.subject;
     try {
       const { payload } = await jwtVerify(token, key, {
         algorithms: ["HS256"],
-        audience: MESH_AUDIENCE,
-        typ: "mesh+jwt",
+        audience: opts.audience,
+        typ: opts.type,
         requiredClaims: ["sub", "iat", "exp"],
+        clockTolerance: CLOCK_SKEW_S,
       });
-      if (!issuedWithin(payload, MESH_TOKEN_TTL_S)) throw new Error("mesh token lifetime");
-      return String(payload.sub);
+      if (!issuedWithin(payload, opts.ttlS)) throw new Error("lifetime");
+      const subject = String(payload.sub);
+      // Expired entries go first; a flood of distinct valid tokens (only a holder of the secret
+      // can mint them) empties the map rather than growing it.
+      for (const [t, v] of verified) if (v.until <= Date.now()) verified.delete(t);
+      if (verified.size >= HS256_CACHE_SIZE) verified.clear();
+      verified.set(token, { subject, until: (payload.exp ?? 0) * 1000 });
+      return subject;
     } catch {
-      throw new ConnectError("invalid mesh credentials", Code.Unauthenticated);
+      throw new ConnectError(opts.refusal, Code.Unauthenticated);
     }
   };
+}
+
+/** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */
+export function createMeshVerifier(secret: string): (token: string) => Promise<string> {
+  return createHs256Verifier({
+    secret,
+    audience: MESH_AUDIENCE,
+    type: "mesh+jwt",
+    ttlS: MESH_TOKEN_TTL_S,
+    refusal: "invalid mesh credentials",
+  });
 }

@@ -59,7 +59,7 @@ export interface CallerAuth {
   /** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */
   meshToken: (token: string) => Promise<string>;
   /** Checks a gateway credential (it vouches for x-forwarded-for only); throws UNAUTHENTICATED. */
-  gatewayToken: (token: string) => Promise<void>;
+  gatewayToken: (token: string) => Promise<unknown>;
 }
 
 /** Counts the calls our handlers serve, so a stop knows when they are all done. */
