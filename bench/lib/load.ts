@@ -71,6 +71,30 @@ export function pooled(name: string, runs: LoadResult[]): LoadResult {
   });
 }
 
+/** One measurement that `interleaved` repeats. */
+export interface Measure {
+  name: string;
+  run(): Promise<LoadResult>;
+}
+
+/**
+ * Runs every measure `rounds` times, the order reversed every other round (A B, B A, A B…), so
+ * a change in the machine's load or a warming cache falls on all of them alike, and pools each
+ * measure's rounds under its name.
+ */
+export async function interleaved(rounds: number, measures: Measure[]): Promise<LoadResult[]> {
+  const runs = measures.map(() => [] as LoadResult[]);
+  for (let round = 0; round < rounds; round++) {
+    const order = measures.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      runs[i]?.push(await (measures[i] as Measure).run());
+      console.error(`measured: ${measures[i]?.name} (round ${round + 1} of ${rounds})`);
+    }
+  }
+  return measures.map((m, i) => pooled(m.name, runs[i] ?? []));
+}
+
 /** Latencies (milliseconds, any order) and counts as a LoadResult. */
 export function summarize(name: string, latencies: Float64Array, stats: PhaseStats): LoadResult {
   const ok = latencies.sort();
