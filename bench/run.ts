@@ -21,7 +21,7 @@ import {
   grpcWebClient,
 } from "./lib/clients.ts";
 import { commerceBench, hasCommerce } from "./lib/commerce.ts";
-import { bcryptCompareMs, formatMailTable, mailLatency, median, signIn } from "./lib/identity.ts";
+import { bcryptCompares, formatMailTable, mailLatency, median, signIn } from "./lib/identity.ts";
 import { formatTable, type LoadResult, pooled, runLoad } from "./lib/load.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
 
@@ -227,6 +227,7 @@ try {
   const storms: LoadResult[] = [];
   const lags = { rest: 0, storm: 0 };
   const compares: number[] = [];
+  const parallel = { compares: 0, seconds: 0 };
   // The previous storm's events (SignedIn, one per sign-in) are still being relayed and mailed
   // for a moment: "at rest" starts once auth's outbox is empty (or after 10 s).
   const authDb = new PgClient({ connectionString: await pg.createDatabase("protomesh_auth") });
@@ -244,7 +245,10 @@ try {
     await outboxDrained();
     // The hashing limit, timed before each storm on the idle mesh, so that it sees the same
     // neighbours on the machine as the storm does.
-    compares.push(...(await bcryptCompareMs(BCRYPT_COST, BCRYPT_SAMPLES)));
+    const bcrypt = await bcryptCompares(BCRYPT_COST, BCRYPT_SAMPLES, cores);
+    compares.push(...bcrypt.timesMs);
+    parallel.compares += bcrypt.parallel.compares;
+    parallel.seconds += bcrypt.parallel.seconds;
     await lag(); // prom-client resets the histogram on each read: start a fresh window
     rests.push(await load(`GetMe at rest, round ${round + 1}`, getMe, GETME_CONCURRENCY));
     lags.rest = Math.max(lags.rest, await lag());
@@ -282,7 +286,8 @@ try {
   console.log(formatTable([rest, during, storm], rest.name));
   console.log(
     `\nhashing limit: ${cores} cores ÷ ${compareMs.toFixed(1)} ms per bcrypt compare at cost ${BCRYPT_COST} ` +
-      `(median of ${compares.length}) = ${hashLimit.toFixed(1)}/s`,
+      `(median of ${compares.length}) = ${hashLimit.toFixed(1)}/s; ` +
+      `${cores} threads comparing at once managed ${(parallel.compares / parallel.seconds).toFixed(1)}/s`,
   );
   console.log(
     `SignIn throughput: ${storm.rps.toFixed(1)}/s = ${(storm.rps / hashLimit).toFixed(2)}× the hashing limit ` +

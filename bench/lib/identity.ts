@@ -12,28 +12,38 @@ import type { PasswordTask } from "../../services/auth/src/password-worker.ts";
 const AUTH_PASSWORD_WORKER = new URL("../../services/auth/src/password-worker.ts", import.meta.url).href;
 
 /**
- * Times `samples` bcrypt compares at `cost` one after another (milliseconds each) in one of
- * auth's password worker threads. On an otherwise idle mesh, `cores` ÷ the median is the most
- * sign-ins per second the machine can hash.
+ * Times bcrypt compares at `cost` in auth's own password worker (milliseconds each): `samples`
+ * one after another, then `threads` × `samples` on `threads` threads at once. On an otherwise idle
+ * mesh, `cores` ÷ the median one-at-a-time compare is the most sign-ins per second the machine
+ * can hash; the rate at once shows how much of that the machine gave while it was measured.
  */
-export async function bcryptCompareMs(cost: number, samples: number): Promise<number[]> {
+export async function bcryptCompares(
+  cost: number,
+  samples: number,
+  threads: number,
+): Promise<{ timesMs: number[]; parallel: { compares: number; seconds: number } }> {
   const pool = new Piscina<PasswordTask, string | boolean>({
     filename: AUTH_PASSWORD_WORKER,
-    minThreads: 1,
-    maxThreads: 1,
+    minThreads: threads,
+    maxThreads: threads,
   });
   try {
     const password = "correct horse battery";
     const hash = (await pool.run({ op: "hash", password, cost })) as string;
-    await pool.run({ op: "verify", password, hash }); // JIT warm-up, not counted
-    const times: number[] = [];
-    for (let i = 0; i < samples; i++) {
-      const t0 = performance.now();
+    const compare = async () => {
       if (!(await pool.run({ op: "verify", password, hash })))
         throw new Error("bcrypt: a right password failed");
-      times.push(performance.now() - t0);
+    };
+    await Promise.all(Array.from({ length: threads }, compare)); // every thread warm, not counted
+    const timesMs: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const t0 = performance.now();
+      await compare();
+      timesMs.push(performance.now() - t0);
     }
-    return times;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: threads * samples }, compare));
+    return { timesMs, parallel: { compares: threads * samples, seconds: (performance.now() - t0) / 1000 } };
   } finally {
     await pool.destroy();
   }
