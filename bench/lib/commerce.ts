@@ -13,7 +13,7 @@ import { createMeshCredentials, createServiceClient } from "@protomesh/platform"
 import { codeIn, MAIL } from "@protomesh/testkit";
 import pg from "pg";
 import { signIn } from "./identity.ts";
-import { formatTable, interleaved, type LoadOptions, runLoad } from "./load.ts";
+import { formatTable, interleaved, type LoadBudget, runLoad } from "./load.ts";
 
 /** What the commerce part needs from the run that started the mesh. */
 export interface CommerceContext {
@@ -28,7 +28,7 @@ export interface CommerceContext {
   /** Creates a database on the run's PostgreSQL and returns its URL. */
   createDatabase(name: string): Promise<string>;
   /** The run's load settings (duration, warm-up, request cap). */
-  load: Pick<LoadOptions, "durationMs" | "warmupMs" | "maxRequests">;
+  load: LoadBudget;
   /** Concurrency of the GET reads. */
   readConcurrency: number;
   /** How often each comparison is repeated (see `interleaved`). */

@@ -13,6 +13,13 @@ export interface LoadOptions {
   call: (worker: number) => Promise<unknown>;
 }
 
+/** How long and how much every run of a bench lasts at most. */
+export interface LoadBudget {
+  durationMs: number;
+  warmupMs: number;
+  maxRequests: number;
+}
+
 /** What one load run measured; latencies cover successful calls only, `rps` counts successes per second. */
 export interface LoadResult {
   name: string;
