@@ -13,10 +13,10 @@ import { createMeshCredentials, createServiceClient } from "@protomesh/platform"
 import { codeIn, MAIL } from "@protomesh/testkit";
 import pg from "pg";
 import { signIn } from "./identity.ts";
-import { formatTable, interleaved, type LoadBudget, runLoad } from "./load.ts";
+import { type BenchRun, formatTable, interleaved, runLoad } from "./load.ts";
 
 /** What the commerce part needs from the run that started the mesh. */
-export interface CommerceContext {
+export interface CommerceContext extends BenchRun {
   /** The gateway every other figure goes through. */
   gatewayUrl: string;
   /** Starts one more gateway with these settings added, and returns its URL. */
@@ -27,16 +27,8 @@ export interface CommerceContext {
   smtp: Smtp;
   /** Creates a database on the run's PostgreSQL and returns its URL. */
   createDatabase(name: string): Promise<string>;
-  /** The run's load settings (duration, warm-up, request cap). */
-  load: LoadBudget;
   /** Concurrency of the GET reads. */
   readConcurrency: number;
-  /** How often each comparison is repeated (see `interleaved`). */
-  rounds: number;
-  runId: string;
-  password: string;
-  /** Registers a cleanup for the end of the run. */
-  onClose(close: () => unknown): void;
 }
 
 // Workers placing orders at once, and the pg clients of the raw baseline: the same number.

@@ -8,7 +8,7 @@ import { MAIL } from "@protomesh/testkit";
 import pg from "pg";
 import { Piscina } from "piscina";
 import type { PasswordTask } from "../../services/auth/src/password-worker.ts";
-import { formatTable, type LoadBudget, type LoadResult, pooled, runLoad } from "./load.ts";
+import { type BenchRun, formatTable, type LoadResult, pooled, runLoad } from "./load.ts";
 
 // auth's own bcrypt worker: the same library, call and lowered thread priority as a sign-in's
 // compare, so on a machine shared with other work the limit sees the share auth's threads get.
@@ -53,7 +53,7 @@ export async function bcryptCompares(
 }
 
 /** What the identity part needs from the run that started the mesh. */
-export interface IdentityContext {
+export interface IdentityContext extends BenchRun {
   /** AuthService through the gateway. */
   auth: Client<typeof AuthService>;
   smtp: Smtp;
@@ -65,14 +65,8 @@ export interface IdentityContext {
   authDatabaseUrl: string;
   cores: number;
   bcryptCost: number;
-  /** Rounds of rest / storm alone / storm beside GetMe. */
-  rounds: number;
   /** Accounts signed up (one verification and one reset mail each); at least one per storm worker. */
   mailSamples: number;
-  load: LoadBudget;
-  runId: string;
-  password: string;
-  onClose(close: () => unknown): void;
 }
 
 // Sign-in storm: enough sign-ins in flight to keep every hashing thread busy.

@@ -20,6 +20,19 @@ export interface LoadBudget {
   maxRequests: number;
 }
 
+/** What every part of a bench run shares. */
+export interface BenchRun {
+  load: LoadBudget;
+  /** How often each comparison is repeated. */
+  rounds: number;
+  /** Makes this run's accounts, products and databases unique. */
+  runId: string;
+  /** The password of every account the run signs up. */
+  password: string;
+  /** Registers a cleanup for the end of the run. */
+  onClose(close: () => unknown): void;
+}
+
 /** What one load run measured; latencies cover successful calls only, `rps` counts successes per second. */
 export interface LoadResult {
   name: string;
