@@ -9,7 +9,28 @@ export interface LoadOptions {
   warmupMs?: number;
   /** How long to wait for calls still in flight after `durationMs` before giving up on them. */
   drainMs?: number;
-  call: () => Promise<unknown>;
+  /** One call; `worker` (0 … concurrency-1) lets a worker keep to its own account or product. */
+  call: (worker: number) => Promise<unknown>;
+}
+
+/** How long and how much every run of a bench lasts at most. */
+export interface LoadBudget {
+  durationMs: number;
+  warmupMs: number;
+  maxRequests: number;
+}
+
+/** What every part of a bench run shares. */
+export interface BenchRun {
+  load: LoadBudget;
+  /** How often each comparison is repeated. */
+  rounds: number;
+  /** Makes this run's accounts, products and databases unique. */
+  runId: string;
+  /** The password of every account the run signs up. */
+  password: string;
+  /** Registers a cleanup for the end of the run. */
+  onClose(close: () => unknown): void;
 }
 
 /** What one load run measured; latencies cover successful calls only, `rps` counts successes per second. */
@@ -24,6 +45,8 @@ export interface LoadResult {
   p90Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** Every successful call's latency, ascending: lets runs be pooled (`pooled`). */
+  latencies: Float64Array;
 }
 
 const DEFAULT_DRAIN_MS = 5_000;
@@ -44,9 +67,59 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const latencies = new Float64Array(opts.maxRequests);
   const stats = await phase(opts, opts.durationMs, drainMs, latencies);
 
-  const ok = latencies.subarray(0, stats.successes).sort();
+  return summarize(opts.name, latencies.slice(0, stats.successes), stats);
+}
+
+/**
+ * Several runs of one measurement as one: their calls and seconds add up, and the quantiles are
+ * taken over every latency, so interleaved rounds (rest, storm, rest, storm…) give one figure
+ * that drifts less with whatever else the machine is doing.
+ */
+export function pooled(name: string, runs: LoadResult[]): LoadResult {
+  const all = new Float64Array(runs.reduce((n, r) => n + r.latencies.length, 0));
+  let at = 0;
+  for (const r of runs) {
+    all.set(r.latencies, at);
+    at += r.latencies.length;
+  }
+  const firstError = runs.find((r) => r.firstError !== undefined)?.firstError;
+  return summarize(name, all, {
+    successes: all.length,
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+    seconds: runs.reduce((n, r) => n + r.seconds, 0),
+    ...(firstError === undefined ? {} : { firstError }),
+  });
+}
+
+/** One measurement that `interleaved` repeats. */
+export interface Measure {
+  name: string;
+  run(): Promise<LoadResult>;
+}
+
+/**
+ * Runs every measure `rounds` times, the order reversed every other round (A B, B A, A B…), so
+ * a change in the machine's load or a warming cache falls on all of them alike, and pools each
+ * measure's rounds under its name.
+ */
+export async function interleaved(rounds: number, measures: Measure[]): Promise<LoadResult[]> {
+  const runs = measures.map(() => [] as LoadResult[]);
+  for (let round = 0; round < rounds; round++) {
+    const order = measures.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      runs[i]?.push(await (measures[i] as Measure).run());
+      console.error(`measured: ${measures[i]?.name} (round ${round + 1} of ${rounds})`);
+    }
+  }
+  return measures.map((m, i) => pooled(m.name, runs[i] ?? []));
+}
+
+/** Latencies (milliseconds, any order) and counts as a LoadResult. */
+export function summarize(name: string, latencies: Float64Array, stats: PhaseStats): LoadResult {
+  const ok = latencies.sort();
   const result: LoadResult = {
-    name: opts.name,
+    name,
     requests: stats.successes,
     errors: stats.errors,
     seconds: stats.seconds,
@@ -55,12 +128,14 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     p90Ms: quantile(ok, 0.9),
     p99Ms: quantile(ok, 0.99),
     maxMs: ok.length > 0 ? (ok[ok.length - 1] ?? 0) : 0,
+    latencies: ok,
   };
   if (stats.firstError !== undefined) result.firstError = stats.firstError;
   return result;
 }
 
-interface PhaseStats {
+/** Counts of one run. */
+export interface PhaseStats {
   successes: number;
   errors: number;
   firstError?: string;
@@ -79,13 +154,13 @@ async function phase(
   const start = performance.now();
   const deadline = start + durationMs;
 
-  const worker = async (): Promise<void> => {
+  const worker = async (index: number): Promise<void> => {
     while (issued < opts.maxRequests && performance.now() < deadline) {
       issued++;
       inFlight++;
       const t0 = performance.now();
       try {
-        await opts.call();
+        await opts.call(index);
         const elapsed = performance.now() - t0;
         if (latencies) latencies[stats.successes] = elapsed;
         stats.successes++;
@@ -98,7 +173,7 @@ async function phase(
     }
   };
 
-  const workers = Promise.all(Array.from({ length: opts.concurrency }, worker));
+  const workers = Promise.all(Array.from({ length: opts.concurrency }, (_, i) => worker(i)));
   // A call that never settles must not hang the run: give in-flight calls `drainMs`, then report them as errors.
   let timer: NodeJS.Timeout | undefined;
   const hardStop = new Promise<"timeout">((resolve) => {

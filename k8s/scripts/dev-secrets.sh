@@ -13,13 +13,18 @@ rand_hex() {
   openssl rand -hex "$1" 2>/dev/null ||
     node -e "process.stdout.write(require('node:crypto').randomBytes($1).toString('hex'))"
 }
+# Adds KEY=value unless the file has KEY already.
+add_missing() {
+  grep -q "^$1=" "$out" && return 0
+  [ -z "$(tail -c 1 "$out")" ] || echo >>"$out"
+  echo "$1=$2" >>"$out"
+  echo "added $1 to $out"
+}
 if [ -e "$out" ]; then
-  # Keys added since the file was written are appended; existing values stay as they are.
-  if ! grep -q '^GATEWAY_SECRET=' "$out"; then
-    [ -z "$(tail -c 1 "$out")" ] || echo >>"$out"
-    echo "GATEWAY_SECRET=$(rand_base64 36)" >>"$out"
-    echo "added GATEWAY_SECRET to $out"
-  fi
+  # Keys added since the file was written are appended (otp, for one, will not start without
+  # OTP_HASH_KEY); existing values stay as they are.
+  add_missing GATEWAY_SECRET "$(rand_base64 36)"
+  add_missing OTP_HASH_KEY "$(rand_base64 36)"
   echo "$out exists; leaving its other values as they are"
   exit 0
 fi
