@@ -36,6 +36,8 @@ import {
 export interface RunningGateway {
   port: number;
   url: string;
+  /** True once rate limits are shared with the other replicas through NATS. */
+  limitsShared(): boolean;
   stop(): Promise<void>;
 }
 
@@ -218,6 +220,7 @@ export async function startGateway(
   return {
     port,
     url: `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`,
+    limitsShared: limiter.sharing,
     stop() {
       stopping ??= (async () => {
         // Streams end now with UNAVAILABLE; unary calls may finish within the shutdown timeout.

@@ -119,6 +119,8 @@ export interface RateLimiter {
   checkUser(userId: string, strict: boolean): Promise<void>;
   /** Shares the limits through NATS from now on (until then each replica counts alone). */
   attach(nc: NatsConnection, isConnected: () => boolean): void;
+  /** True while limits are shared through NATS (false: this replica limits on its own). */
+  sharing(): boolean;
   /** Pushes the last counts and stops syncing. */
   stop(): Promise<void>;
 }
@@ -209,6 +211,7 @@ export function createRateLimiter(limits: RateLimits, log: Logger): RateLimiter 
       connected = isConnected;
       usable();
     },
+    sharing: () => sharing,
     async stop() {
       clearInterval(timer);
       strict.stop();

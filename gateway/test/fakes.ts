@@ -64,6 +64,8 @@ export interface FakeMesh {
   env: Record<string, string>;
   authAddr: string;
   userAddr: string;
+  /** The first gateway. */
+  gateway: RunningGateway;
   /** The first gateway's URL. */
   url: string;
   /** Client addresses auth's SignIn saw, in order. */
@@ -193,6 +195,7 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
       env,
       authAddr: env.AUTH_ADDR ?? "",
       userAddr: env.USER_ADDR ?? "",
+      gateway: first,
       url: first.url,
       signIns,
       calls,

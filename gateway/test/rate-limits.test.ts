@@ -110,6 +110,13 @@ test("another address is not affected by one that used up its strict limit", asy
 test("the strict limit holds across two gateway replicas sharing one NATS", async (t) => {
   const second = await mesh.startGateway();
   t.after(() => second.stop());
+  // A replica limits on its own until NATS answers (that fallback is tested below); this test is
+  // about two replicas that share.
+  await waitUntil(
+    () => second.limitsShared() && mesh.gateway.limitsShared(),
+    15_000,
+    "both replicas sharing",
+  );
   const a = gatewayClient(AuthService, mesh.url, "connect-json");
   const b = gatewayClient(AuthService, second.url, "connect-json");
   const address = newAddress();

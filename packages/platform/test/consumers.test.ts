@@ -212,6 +212,13 @@ test("stop waits for the handlers in flight, which commit and ack; what had not 
   await publish("a", "first");
   await publish("b", "second");
   await waitUntil(() => entered === 1, 15_000, "the first handler running");
+  // Both delivered to this replica (the second waits for the one slot), so the second is one
+  // that had not started, not one still on its way from the server.
+  await waitUntil(
+    async () => (await jsm.consumers.info("AUTH", c.durable)).num_ack_pending === 2,
+    15_000,
+    "the second delivered",
+  );
   let stopped = false;
   const stopping = c.stop().then(() => {
     stopped = true;
