@@ -57,6 +57,7 @@ export { createLogger, type Logger } from "./logger.ts";
 export { metrics, statusName } from "./metrics.ts";
 export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
 export { type Cursor, createPageTokens, type PageTokens } from "./page-tokens.ts";
+export { periodic } from "./periodic.ts";
 export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.ts";
 export {
   createJwksSource,

@@ -1,4 +1,4 @@
-import type { Logger, Worker } from "@protomesh/platform";
+import { type Logger, periodic, type Worker } from "@protomesh/platform";
 import type { OtpStore } from "./pg-otp-store.ts";
 
 /**
@@ -11,26 +11,14 @@ export function createCodeCleanup(opts: {
   windows: { issuesS: number; failuresS: number };
   log: Logger;
 }): Worker {
-  const { store, intervalMs, windows, log } = opts;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> = Promise.resolve();
-  const tick = () => {
-    running = store.cleanup(windows).then(
-      (n) => {
-        if (n > 0) log.debug({ deleted: n }, "deleted expired codes and counts");
-      },
-      (err: unknown) => log.warn({ err }, "cleanup of expired codes failed; will retry"),
-    );
-  };
-  return {
-    start() {
-      tick();
-      timer = setInterval(tick, intervalMs);
-      timer.unref();
+  const { store, windows, log } = opts;
+  return periodic({
+    what: "cleanup of expired codes",
+    intervalMs: opts.intervalMs,
+    log,
+    task: async () => {
+      const n = await store.cleanup(windows);
+      if (n > 0) log.debug({ deleted: n }, "deleted expired codes and counts");
     },
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+  });
 }
