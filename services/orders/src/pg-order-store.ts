@@ -190,24 +190,28 @@ export function createPgOrderStore(pool: Pool) {
       p: { email: string; currency: string; totalMinor: bigint; lines: OrderLineRecord[] },
     ): Promise<OrderRecord | undefined> {
       return withTransaction(pool, async (tx) => {
+        // The lines go in with the same statement, only when the draft was there to place.
         const { rows } = await tx.query<Row>(
-          `UPDATE orders o SET status = 'pending', email = $2, currency = $3, total_minor = $4,
-             created_at = t.at, updated_at = t.at
-           FROM (SELECT clock_timestamp() AS at) t
-           WHERE o.id = $1 AND o.status = 'draft' AND o.user_id IS NOT NULL
-           RETURNING o.id, o.user_id, o.email, o.status, o.stock, o.currency, o.total_minor::text AS total_minor,
-             o.cancel_reason, o.cancelled_by, o.created_at, o.updated_at, o.lines_fingerprint, '[]'::json AS lines`,
-          [id, p.email, p.currency, p.totalMinor.toString()],
-        );
-        const row = rows[0];
-        if (!row) return undefined;
-        await tx.query(
-          `INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor, line_total_minor)
-           SELECT $1, x.pos, x.product_id, x.name, x.quantity, x.unit, x.total
-           FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::bigint[])
-             WITH ORDINALITY AS x(product_id, name, quantity, unit, total, pos)`,
+          `WITH o AS (
+             UPDATE orders o SET status = 'pending', email = $2, currency = $3, total_minor = $4,
+               created_at = t.at, updated_at = t.at
+             FROM (SELECT clock_timestamp() AS at) t
+             WHERE o.id = $1 AND o.status = 'draft' AND o.user_id IS NOT NULL
+             RETURNING o.*
+           ), l AS (
+             INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor, line_total_minor)
+             SELECT o.id, x.pos, x.product_id, x.name, x.quantity, x.unit, x.total
+             FROM o, unnest($5::uuid[], $6::text[], $7::int[], $8::bigint[], $9::bigint[])
+               WITH ORDINALITY AS x(product_id, name, quantity, unit, total, pos)
+           )
+           SELECT o.id, o.user_id, o.email, o.status, o.stock, o.currency, o.total_minor::text AS total_minor,
+             o.cancel_reason, o.cancelled_by, o.created_at, o.updated_at, o.lines_fingerprint, '[]'::json AS lines
+           FROM o`,
           [
             id,
+            p.email,
+            p.currency,
+            p.totalMinor.toString(),
             p.lines.map((l) => l.productId),
             p.lines.map((l) => l.name),
             p.lines.map((l) => l.quantity),
@@ -215,6 +219,8 @@ export function createPgOrderStore(pool: Pool) {
             p.lines.map((l) => l.lineTotalMinor.toString()),
           ],
         );
+        const row = rows[0];
+        if (!row) return undefined;
         const order = { ...toRecord(row), lines: p.lines };
         await addEvent(tx, OrderPlacedSchema, toOrderPlaced(order));
         return order;
