@@ -92,6 +92,7 @@ const RESERVE_ONE = `
 const COMMIT_RESERVED = `UPDATE reservations SET state = 'committed', updated_at = now()
   WHERE order_id = $1 AND state = 'reserved' AND expire_time > now()`;
 
+// Named, so each connection parses and plans these once (they run for every order).
 // unique_violation: the order id reserved (or was released) before. deadlock_detected: only a
 // concurrent call of the same order id with other lines locks in the other order (reservation
 // row first); PostgreSQL aborts one of the two, and the full transaction answers properly.
@@ -255,7 +256,12 @@ export function createPgReservationStore(pool: Pool) {
      * expired here, so "expired" always means its units are back in stock.
      */
     async commit(orderId: string): Promise<CommitOutcome> {
-      if ((await pool.query(COMMIT_RESERVED, [orderId])).rowCount === 1) return "committed";
+      const committed = await pool.query({
+        name: "commit-reserved",
+        text: COMMIT_RESERVED,
+        values: [orderId],
+      });
+      if (committed.rowCount === 1) return "committed";
       return withTransaction(pool, async (tx): Promise<CommitOutcome> => {
         const r = await lockReservation(tx, orderId);
         if (!r) return "not-found";
@@ -293,10 +299,11 @@ export function createPgReservationStore(pool: Pool) {
   /** One line reserved in one statement, or undefined when the full transaction must decide. */
   async function reserveOne(orderId: string, line: StockLine, ttlS: number) {
     try {
-      const { rows } = await pool.query<Omit<LineRow, "product_id" | "quantity"> & { expire_time: Date }>(
-        RESERVE_ONE,
-        [line.productId, line.quantity, orderId, ttlS],
-      );
+      const { rows } = await pool.query<Omit<LineRow, "product_id" | "quantity"> & { expire_time: Date }>({
+        name: "reserve-one",
+        text: RESERVE_ONE,
+        values: [line.productId, line.quantity, orderId, ttlS],
+      });
       const r = rows[0];
       if (!r) return undefined;
       const reserved = { ...line, name: r.name, priceMinor: BigInt(r.price_minor), currency: r.currency };
