@@ -24,6 +24,12 @@ import { formatTable, type LoadResult, runLoad } from "./lib/load.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
 
 const quick = process.argv.includes("--quick");
+// `--only=commerce` skips the GetMe and identity parts; `--only=orders` also skips the catalog
+// reads, leaving the stock decrement and PlaceOrder (about a minute with --quick).
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+if (only !== undefined && only !== "commerce" && only !== "orders") {
+  throw new Error(`--only=${only}: expected commerce or orders`);
+}
 const DURATION_MS = quick ? 2_000 : 6_000;
 const WARMUP_MS = quick ? 500 : 1_500;
 const MAX_REQUESTS = 300_000;
@@ -153,35 +159,39 @@ try {
     ["gateway, gRPC-web over HTTP/1.1", client(grpcWebClient(gateway, { headers }))],
     ["gateway, gRPC over HTTP/2", client(connectGrpcClient(gateway, { headers }))],
   ];
-  const results: LoadResult[] = [];
-  for (const [name, call] of targets) {
-    results.push(await load(name, call));
-    console.error(`measured: ${name}`);
-  }
-  console.log(`\n## GetMe, concurrency ${CONCURRENCY}, ${DURATION_MS / 1000} s each\n`);
-  console.log(formatTable(results, targets[0]?.[0]));
-  const rps = (i: number) => results[i]?.rps ?? 0;
-  console.log(
-    `\ngateway → echo / naive forwarder → echo (both Connect JSON): ${(rps(2) / rps(1)).toFixed(2)}× (target ≥ 1.00)`,
-  );
-  console.log(`gateway → user (Connect JSON) / user direct (grpc-js): ${(rps(4) / rps(3)).toFixed(2)}×`);
-  console.log(`gateway → user (gRPC over HTTP/2) / user direct (grpc-js): ${(rps(6) / rps(3)).toFixed(2)}×`);
+  if (!only) {
+    const results: LoadResult[] = [];
+    for (const [name, call] of targets) {
+      results.push(await load(name, call));
+      console.error(`measured: ${name}`);
+    }
+    console.log(`\n## GetMe, concurrency ${CONCURRENCY}, ${DURATION_MS / 1000} s each\n`);
+    console.log(formatTable(results, targets[0]?.[0]));
+    const rps = (i: number) => results[i]?.rps ?? 0;
+    console.log(
+      `\ngateway → echo / naive forwarder → echo (both Connect JSON): ${(rps(2) / rps(1)).toFixed(2)}× (target ≥ 1.00)`,
+    );
+    console.log(`gateway → user (Connect JSON) / user direct (grpc-js): ${(rps(4) / rps(3)).toFixed(2)}×`);
+    console.log(
+      `gateway → user (gRPC over HTTP/2) / user direct (grpc-js): ${(rps(6) / rps(3)).toFixed(2)}×`,
+    );
 
-  await identityBench({
-    auth,
-    smtp,
-    getMe: client(connectJsonClient(gateway, { headers })),
-    authMetricsUrl: `http://127.0.0.1:${metrics.auth}/metrics`,
-    authDatabaseUrl: await pg.createDatabase("protomesh_auth"),
-    cores,
-    bcryptCost: BCRYPT_COST,
-    rounds: quick ? 1 : 3,
-    mailSamples: quick ? 8 : 20,
-    load: { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS },
-    runId,
-    password: PASSWORD,
-    onClose: (close) => closers.push(close),
-  });
+    await identityBench({
+      auth,
+      smtp,
+      getMe: client(connectJsonClient(gateway, { headers })),
+      authMetricsUrl: `http://127.0.0.1:${metrics.auth}/metrics`,
+      authDatabaseUrl: await pg.createDatabase("protomesh_auth"),
+      cores,
+      bcryptCost: BCRYPT_COST,
+      rounds: quick ? 1 : 3,
+      mailSamples: quick ? 8 : 20,
+      load: { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS },
+      runId,
+      password: PASSWORD,
+      onClose: (close) => closers.push(close),
+    });
+  }
 
   if (hasCommerce(meshServices)) {
     await commerceBench({
@@ -205,6 +215,7 @@ try {
       load: { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS },
       readConcurrency: CONCURRENCY,
       rounds: quick ? 1 : 2,
+      reads: only !== "orders",
       runId,
       password: PASSWORD,
       onClose: (close) => closers.push(close),

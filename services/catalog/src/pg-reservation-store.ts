@@ -61,6 +61,43 @@ const RESERVE_LINE = `
   )
   SELECT * FROM p`;
 
+// The usual order, one line, as one statement and so one round trip and its own transaction:
+// the same conditional decrement, reservation row, line and ledger movement as the transaction
+// below, all or nothing. It takes nothing in the cases that need more than that statement, and
+// the caller then runs the full transaction: a decrement that would cross the low-stock
+// threshold (StockLow goes in the outbox in the same transaction), a short or unknown product
+// (the error names which), and an order id already seen (the reservation insert violates the
+// key, which aborts the whole statement, decrement included: then it is a replay or refused).
+const RESERVE_ONE = `
+  WITH p AS (
+    UPDATE products SET stock = stock - $2
+    WHERE id = $1 AND stock >= $2 AND NOT deleted
+      AND NOT (low_stock_threshold > 0 AND stock > low_stock_threshold AND stock - $2 <= low_stock_threshold)
+    RETURNING id, name, price_minor, currency, stock
+  ), r AS (
+    INSERT INTO reservations (order_id, state, expire_time)
+    SELECT $3, 'reserved', now() + make_interval(secs => $4) FROM p
+    RETURNING expire_time
+  ), l AS (
+    INSERT INTO reservation_lines (order_id, line_no, product_id, quantity, name, price_minor, currency)
+    SELECT $3, 0, id, $2, name, price_minor, currency FROM p
+  ), m AS (
+    INSERT INTO stock_movements (product_id, delta, stock_after, kind, order_id)
+    SELECT id, -$2, stock, 'reservation', $3 FROM p
+  )
+  SELECT p.name, p.price_minor, p.currency, r.expire_time FROM p, r`;
+
+// A reservation that is still reserved and not due, committed in one statement; every other
+// case (none, released, expired, due) takes the locked read below.
+const COMMIT_RESERVED = `UPDATE reservations SET state = 'committed', updated_at = now()
+  WHERE order_id = $1 AND state = 'reserved' AND expire_time > now()`;
+
+// Named, so each connection parses and plans these once (they run for every order).
+// unique_violation: the order id reserved (or was released) before. deadlock_detected: only a
+// concurrent call of the same order id with other lines locks in the other order (reservation
+// row first); PostgreSQL aborts one of the two, and the full transaction answers properly.
+const RETRY_IN_FULL = new Set(["23505", "40P01"]);
+
 const RETURN_LINE = `
   WITH p AS (UPDATE products SET stock = stock + $2 WHERE id = $1 RETURNING id, stock)
   INSERT INTO stock_movements (product_id, delta, stock_after, kind, order_id)
@@ -140,7 +177,12 @@ export function createPgReservationStore(pool: Pool) {
      * row is inserted first: a concurrent call with the same order id waits on it and then sees
      * the committed reservation (or, if that one failed, tries itself).
      */
-    reserve(orderId: string, lines: StockLine[], ttlS: number): Promise<ReserveOutcome> {
+    async reserve(orderId: string, lines: StockLine[], ttlS: number): Promise<ReserveOutcome> {
+      const [only] = lines;
+      if (only && lines.length === 1) {
+        const fast = await reserveOne(orderId, only, ttlS);
+        if (fast) return fast;
+      }
       return withTransaction(pool, async (tx): Promise<ReserveOutcome> => {
         const inserted = await tx.query<{ expire_time: Date }>(
           `INSERT INTO reservations (order_id, state, expire_time)
@@ -213,7 +255,13 @@ export function createPgReservationStore(pool: Pool) {
      * Makes a reservation permanent. One past its expiry that the worker has not reached yet is
      * expired here, so "expired" always means its units are back in stock.
      */
-    commit(orderId: string): Promise<CommitOutcome> {
+    async commit(orderId: string): Promise<CommitOutcome> {
+      const committed = await pool.query({
+        name: "commit-reserved",
+        text: COMMIT_RESERVED,
+        values: [orderId],
+      });
+      if (committed.rowCount === 1) return "committed";
       return withTransaction(pool, async (tx): Promise<CommitOutcome> => {
         const r = await lockReservation(tx, orderId);
         if (!r) return "not-found";
@@ -247,6 +295,28 @@ export function createPgReservationStore(pool: Pool) {
       });
     },
   };
+
+  /** One line reserved in one statement, or undefined when the full transaction must decide. */
+  async function reserveOne(orderId: string, line: StockLine, ttlS: number) {
+    try {
+      const { rows } = await pool.query<Omit<LineRow, "product_id" | "quantity"> & { expire_time: Date }>({
+        name: "reserve-one",
+        text: RESERVE_ONE,
+        values: [line.productId, line.quantity, orderId, ttlS],
+      });
+      const r = rows[0];
+      if (!r) return undefined;
+      const reserved = { ...line, name: r.name, priceMinor: BigInt(r.price_minor), currency: r.currency };
+      return {
+        kind: "reserved",
+        reservation: { lines: [reserved], expireTime: r.expire_time },
+        replay: false,
+      } satisfies ReserveOutcome;
+    } catch (err) {
+      if (RETRY_IN_FULL.has((err as { code?: string }).code ?? "")) return undefined;
+      throw err;
+    }
+  }
 
   /** A ReserveStock for an order id seen before: a replay, or refused. */
   async function existing(tx: Tx, orderId: string, lines: StockLine[]): Promise<ReserveOutcome> {

@@ -146,6 +146,7 @@ export function createPgOrderStore(pool: Pool) {
       return fn(rows, tx);
     });
 
+  // The statements every order runs are named, so each connection parses and plans them once.
   return {
     /**
      * Opens the draft of a user's idempotency key (`fresh`), or finds what the key already has:
@@ -154,14 +155,15 @@ export function createPgOrderStore(pool: Pool) {
      * A draft being swept is waited for; once deleted, the insert goes through afresh.
      */
     async openDraft(d: { id: string; userId: string; key: string; fingerprint: string }): Promise<Opened> {
-      const { rows } = await pool.query<{ id: string; lines_fingerprint: string }>(
-        `INSERT INTO orders (id, user_id, idempotency_key, lines_fingerprint, status)
+      const { rows } = await pool.query<{ id: string; lines_fingerprint: string }>({
+        name: "open-draft",
+        text: `INSERT INTO orders (id, user_id, idempotency_key, lines_fingerprint, status)
          VALUES ($1, $2, $3, $4, 'draft')
          ON CONFLICT (user_id, idempotency_key) DO UPDATE SET updated_at = clock_timestamp()
            WHERE orders.status = 'draft'
          RETURNING id, lines_fingerprint`,
-        [d.id, d.userId, d.key, d.fingerprint],
-      );
+        values: [d.id, d.userId, d.key, d.fingerprint],
+      });
       const draft = rows[0];
       if (draft)
         return {
@@ -190,31 +192,38 @@ export function createPgOrderStore(pool: Pool) {
       p: { email: string; currency: string; totalMinor: bigint; lines: OrderLineRecord[] },
     ): Promise<OrderRecord | undefined> {
       return withTransaction(pool, async (tx) => {
-        const { rows } = await tx.query<Row>(
-          `UPDATE orders o SET status = 'pending', email = $2, currency = $3, total_minor = $4,
-             created_at = t.at, updated_at = t.at
-           FROM (SELECT clock_timestamp() AS at) t
-           WHERE o.id = $1 AND o.status = 'draft' AND o.user_id IS NOT NULL
-           RETURNING o.id, o.user_id, o.email, o.status, o.stock, o.currency, o.total_minor::text AS total_minor,
-             o.cancel_reason, o.cancelled_by, o.created_at, o.updated_at, o.lines_fingerprint, '[]'::json AS lines`,
-          [id, p.email, p.currency, p.totalMinor.toString()],
-        );
-        const row = rows[0];
-        if (!row) return undefined;
-        await tx.query(
-          `INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor, line_total_minor)
-           SELECT $1, x.pos, x.product_id, x.name, x.quantity, x.unit, x.total
-           FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::bigint[])
-             WITH ORDINALITY AS x(product_id, name, quantity, unit, total, pos)`,
-          [
+        // The lines go in with the same statement, only when the draft was there to place.
+        const { rows } = await tx.query<Row>({
+          name: "place-order",
+          text: `WITH o AS (
+             UPDATE orders o SET status = 'pending', email = $2, currency = $3, total_minor = $4,
+               created_at = t.at, updated_at = t.at
+             FROM (SELECT clock_timestamp() AS at) t
+             WHERE o.id = $1 AND o.status = 'draft' AND o.user_id IS NOT NULL
+             RETURNING o.*
+           ), l AS (
+             INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor, line_total_minor)
+             SELECT o.id, x.pos, x.product_id, x.name, x.quantity, x.unit, x.total
+             FROM o, unnest($5::uuid[], $6::text[], $7::int[], $8::bigint[], $9::bigint[])
+               WITH ORDINALITY AS x(product_id, name, quantity, unit, total, pos)
+           )
+           SELECT o.id, o.user_id, o.email, o.status, o.stock, o.currency, o.total_minor::text AS total_minor,
+             o.cancel_reason, o.cancelled_by, o.created_at, o.updated_at, o.lines_fingerprint, '[]'::json AS lines
+           FROM o`,
+          values: [
             id,
+            p.email,
+            p.currency,
+            p.totalMinor.toString(),
             p.lines.map((l) => l.productId),
             p.lines.map((l) => l.name),
             p.lines.map((l) => l.quantity),
             p.lines.map((l) => l.unitPriceMinor.toString()),
             p.lines.map((l) => l.lineTotalMinor.toString()),
           ],
-        );
+        });
+        const row = rows[0];
+        if (!row) return undefined;
         const order = { ...toRecord(row), lines: p.lines };
         await addEvent(tx, OrderPlacedSchema, toOrderPlaced(order));
         return order;
@@ -291,7 +300,11 @@ export function createPgOrderStore(pool: Pool) {
     /** Records that catalog committed or lost a placed order's stock (see `settleCommit`). */
     async recordCommit(id: string, outcome: CommitOutcome): Promise<void> {
       if (outcome === "committed") {
-        await pool.query("UPDATE orders SET stock = 'committed' WHERE id = $1 AND stock = 'reserved'", [id]);
+        await pool.query({
+          name: "record-commit",
+          text: "UPDATE orders SET stock = 'committed' WHERE id = $1 AND stock = 'reserved'",
+          values: [id],
+        });
         return;
       }
       await claim(
