@@ -1,4 +1,4 @@
-import type { Logger, Worker } from "@protomesh/platform";
+import { type Logger, periodic, type Worker } from "@protomesh/platform";
 import { reservationEnds } from "./catalog-metrics.ts";
 import type { ReservationStore } from "./pg-reservation-store.ts";
 
@@ -15,39 +15,18 @@ export function createReservationExpiry(opts: {
   intervalMs: number;
   log: Logger;
 }): Worker {
-  const { store, intervalMs, log } = opts;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> = Promise.resolve();
-  let stopped = false;
-  let busy = false;
-  const sweep = async () => {
-    let n = 0;
-    while (!stopped && n < MAX_PER_TICK && (await store.expireOne())) n++;
-    if (n > 0) {
-      reservationEnds.inc({ how: "expired" }, n);
-      log.info({ expired: n }, "expired reservations; their units are back in stock");
-    }
-  };
-  const tick = () => {
-    // A sweep longer than the interval is not joined by a second one.
-    if (busy) return;
-    busy = true;
-    running = sweep()
-      .catch((err: unknown) => log.warn({ err }, "reservation expiry failed; will retry"))
-      .finally(() => {
-        busy = false;
-      });
-  };
-  return {
-    start() {
-      tick();
-      timer = setInterval(tick, intervalMs);
-      timer.unref();
+  const { store, log } = opts;
+  return periodic({
+    what: "reservation expiry",
+    intervalMs: opts.intervalMs,
+    log,
+    task: async (signal) => {
+      let n = 0;
+      while (!signal.aborted && n < MAX_PER_TICK && (await store.expireOne())) n++;
+      if (n > 0) {
+        reservationEnds.inc({ how: "expired" }, n);
+        log.info({ expired: n }, "expired reservations; their units are back in stock");
+      }
     },
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  });
 }

@@ -1,4 +1,4 @@
-import type { Logger, Worker } from "@protomesh/platform";
+import { type Logger, periodic, type Worker } from "@protomesh/platform";
 import type { CatalogStock } from "./catalog-stock.ts";
 import { ordersCancelled, sweeperActions } from "./orders-metrics.ts";
 import type { OrderStore } from "./pg-order-store.ts";
@@ -30,8 +30,6 @@ export function createStockSweeper(opts: {
   log: Logger;
 }): Worker {
   const { store, stock, log } = opts;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<unknown> | undefined;
 
   /** Catalog calls of the current pass that failed: logged once per pass, not once per order. */
   let failed: { count: number; err?: unknown; orderId?: string } = { count: 0 };
@@ -99,23 +97,12 @@ export function createStockSweeper(opts: {
     return counts;
   };
 
-  const tick = () => {
-    running ??= sweep()
-      .catch((err) => log.warn({ err }, "stock sweep failed; will retry"))
-      .finally(() => {
-        running = undefined;
-      });
-  };
-
-  return {
-    start() {
-      tick();
-      timer = setInterval(tick, opts.intervalMs);
-      timer.unref();
+  return periodic({
+    what: "stock sweep",
+    intervalMs: opts.intervalMs,
+    log,
+    task: async () => {
+      await sweep();
     },
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+  });
 }
