@@ -16,7 +16,7 @@ export interface ConsumerDeps {
 /**
  * Records the notice in the user's inbox (when there is a user) and sends it, inside the
  * consumer's transaction: a failed send rolls the row back and the event is retried; a committed
- * row means the email went out.
+ * row means the email went out. A deleted user gets neither, whatever event arrives late.
  */
 export async function deliverEmail(
   deps: Pick<ConsumerDeps, "store" | "mailer">,
@@ -26,6 +26,7 @@ export async function deliverEmail(
   eventId: string,
 ): Promise<void> {
   if (userId) {
+    if (await deps.store.isDeleted(tx, userId)) return;
     await deps.store.add(tx, {
       userId,
       channel: "email",

@@ -60,10 +60,17 @@ export function createPgNotificationStore(pool: Pool) {
       });
     },
 
-    /** Forgets a deleted user: every inbox row. Returns how many went. */
+    /** Forgets a deleted user: every inbox row, keeping only the id so late events skip them. */
     async deleteUser(tx: Tx, userId: string): Promise<number> {
+      await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
       const { rowCount } = await tx.query("DELETE FROM notifications WHERE user_id = $1", [userId]);
       return rowCount ?? 0;
+    },
+
+    /** True once the user's account was deleted: nothing more is written or sent to them. */
+    async isDeleted(tx: Tx, userId: string): Promise<boolean> {
+      const { rowCount } = await tx.query("SELECT 1 FROM deleted_users WHERE user_id = $1", [userId]);
+      return (rowCount ?? 0) > 0;
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */

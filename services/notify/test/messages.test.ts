@@ -353,6 +353,25 @@ describe("account emails", () => {
     );
     assert.deepEqual(rows, []);
     assert.deepEqual((await me.notify.listMyNotifications({})).notifications, []);
+
+    // An event about them that arrives late writes no row and sends no mail.
+    const mailsBefore = mesh.smtp.messages.filter((m) => m.to.includes(me.email)).length;
+    await publishEvent(mesh.nats.url, SignedInSchema, {
+      userId: me.userId,
+      email: me.email,
+      sessionId: randomUUID(),
+      device: "Late",
+      ip: "203.0.113.9",
+      newDevice: true,
+    });
+    await settled("AUTH", "notify-login-alerts");
+    assert.equal(mesh.smtp.messages.filter((m) => m.to.includes(me.email)).length, mailsBefore);
+    const late = await query(
+      mesh.env.notify.DATABASE_URL as string,
+      "SELECT kind FROM notifications WHERE user_id = $1",
+      [me.userId],
+    );
+    assert.deepEqual(late, []);
   });
 });
 

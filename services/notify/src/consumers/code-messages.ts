@@ -31,6 +31,7 @@ export function createCodeMessages(deps: ConsumerDeps) {
       }
       const sms = codeSms(message);
       if (event.userId) {
+        if (await deps.store.isDeleted(tx, event.userId)) return;
         const row = { userId: event.userId, channel: "sms" as const, kind: sms.kind, subject: sms.subject };
         await deps.store.add(tx, { ...row, eventId: meta.eventId });
       }
