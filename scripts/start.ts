@@ -187,6 +187,7 @@ try {
   for (const s of services) databases.set(s.name, await createDatabase(adminUrl, `protomesh_${s.name}`));
 
   // The gateway gets GATEWAY_SECRET (its credential for the client address), never MESH_SECRET.
+  const meshSecret = devSecret("MESH_SECRET");
   const common = {
     HOST: "127.0.0.1",
     NATS_URL: natsUrl,
@@ -200,7 +201,7 @@ try {
       `services/${s.name}/src/main.ts`,
       {
         ...common,
-        MESH_SECRET: devSecret("MESH_SECRET"),
+        MESH_SECRET: meshSecret,
         ...s.devEnv?.({ smtpUrl, secret: devSecret, demo: true }),
         PORT: String(s.port),
         METRICS_PORT: String(s.metrics),

@@ -186,7 +186,10 @@ export function createResponseCache(
     return [had, extra].filter((v) => v !== undefined && v !== "").join(", ");
   };
 
-  /** Sends an answer with its validator: 304 without a body when the client already has it. */
+  /**
+   * Sends an answer with its validator: 304 without a body when the client already has it.
+   * `a.headers` are already replayable (filtered once, when the answer came).
+   */
   const send = (req: Request, res: ServerResponse, a: Answer, etag: string, policy: string, age?: number) => {
     const headers: OutgoingHttpHeaders = {
       etag,
@@ -198,9 +201,7 @@ export function createResponseCache(
       res.writeHead(304, headers).end();
       return true;
     }
-    res
-      .writeHead(a.status, { ...replayable(a.headers), ...headers, "content-length": a.body.length })
-      .end(a.body);
+    res.writeHead(a.status, { ...a.headers, ...headers, "content-length": a.body.length }).end(a.body);
     return false;
   };
 
@@ -250,9 +251,10 @@ export function createResponseCache(
           return resolve(undefined);
         }
         const etag = etagOf(a);
-        send(req, res, a, etag, policy);
+        const kept = { ...a, headers: replayable(a.headers) };
+        send(req, res, kept, etag, policy);
         if (key === undefined || a.body.length > config.maxBodyBytes) return resolve(undefined);
-        const e = { ...a, headers: replayable(a.headers), etag, storedAt: now() };
+        const e = { ...kept, etag, storedAt: now() };
         store(key, e);
         resolve(e);
       });

@@ -72,12 +72,11 @@ const storeErrors = new Counter({
   registers: [metrics],
 });
 
-/** Thrown when a call is over a limit; the caller sets `retry-after` from `retryAfterS`. */
+/** Thrown when a call is over a limit; its RetryInfo also sets `retry-after`. */
 export function overLimit(rule: Rule, retryMs: number) {
   const who = rule === "ip" || rule === "strict_ip" ? "this address" : "this account";
   const seconds = Math.max(1, Math.ceil(retryMs / 1000));
-  const err = retryLater(`too many requests from ${who}; try again in ${seconds} s`, retryMs);
-  return Object.assign(err, { retryAfterS: seconds });
+  return retryLater(`too many requests from ${who}; try again in ${seconds} s`, retryMs);
 }
 
 /** A compare-and-set store of numbers: NATS KV, or nothing while NATS is away. */

@@ -19,6 +19,7 @@ import {
   type Logger,
   metrics,
   REQUEST_ID_HEADER,
+  retryDelayMs,
   statusName,
   USER_AGENT_HEADER,
   type UserIdentity,
@@ -84,8 +85,8 @@ async function withRetryAfter<T>(exchange: Exchange, check: Promise<T>): Promise
   try {
     return await check;
   } catch (err) {
-    const seconds = (err as { retryAfterS?: number }).retryAfterS;
-    if (seconds !== undefined) exchange.setHeader("retry-after", String(seconds));
+    const ms = err instanceof ConnectError ? retryDelayMs(err) : undefined;
+    if (ms !== undefined) exchange.setHeader("retry-after", String(Math.max(1, Math.ceil(ms / 1000))));
     throw err;
   }
 }

@@ -53,8 +53,6 @@ export function createPasswordHasher(opts: {
   // Jobs queued or running per key.
   const perKey = new Map<string, number>();
   let running = 0;
-  let ran = 0;
-  let skipped = 0;
 
   const release = (job: Job) => {
     for (const key of job.keys) {
@@ -69,14 +67,12 @@ export function createPasswordHasher(opts: {
     while (running < opts.threads && queue.length > 0) {
       const job = queue.shift() as Job;
       if (job.signal?.aborted) {
-        skipped++;
         hashes.inc({ outcome: "skipped" });
         release(job);
         job.reject(gaveUp());
         continue;
       }
       running++;
-      ran++;
       hashes.inc({ outcome: "run" });
       pool
         .run(job.task)
@@ -95,7 +91,6 @@ export function createPasswordHasher(opts: {
   const run = <T>(task: PasswordTask, o: HashOptions = {}): Promise<T> => {
     const keys = o.keys ?? [];
     if (o.signal?.aborted) {
-      skipped++;
       hashes.inc({ outcome: "skipped" });
       return Promise.reject(gaveUp());
     }
@@ -111,7 +106,6 @@ export function createPasswordHasher(opts: {
           const i = queue.indexOf(job);
           if (i < 0) return;
           queue.splice(i, 1);
-          skipped++;
           hashes.inc({ outcome: "skipped" });
           release(job);
           reject(gaveUp());
@@ -136,8 +130,6 @@ export function createPasswordHasher(opts: {
       const ok = await run<boolean>({ op: "verify", password, hash: hash ?? (await dummy) }, o);
       return ok && hash !== undefined;
     },
-    /** Jobs run and jobs dropped because their caller had given up, since start. */
-    stats: () => ({ ran, skipped, queued: queue.length }),
     close: () => pool.destroy(),
   };
 }

@@ -57,7 +57,9 @@ const NEXT: Record<OrderState, readonly OrderState[]> = {
 };
 
 /** Statuses in which an order can still be cancelled and its stock go back. */
-export const CANCELLABLE: readonly OrderState[] = ["pending", "confirmed"];
+export const CANCELLABLE: readonly OrderState[] = (Object.keys(NEXT) as OrderState[]).filter((s) =>
+  NEXT[s].includes("cancelled"),
+);
 
 /** The status as the contract spells it in messages, e.g. "SHIPPED". */
 export const statusName = (s: OrderState) => s.toUpperCase();

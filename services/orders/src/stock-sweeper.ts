@@ -39,7 +39,9 @@ export function createStockSweeper(opts: {
     try {
       return await call();
     } catch (err) {
-      if (failed.count++ === 0) failed = { count: 1, err, orderId };
+      failed.count++;
+      failed.err ??= err;
+      failed.orderId ??= orderId;
       return undefined;
     }
   };
@@ -50,14 +52,14 @@ export function createStockSweeper(opts: {
    * Runs batches of one kind of work while they come back full and settle something (rows
    * catalog could not settle stay, and would be claimed again at once).
    */
-  const drain = async (batch: () => Promise<{ claimed: number; done: number }>) => {
-    for (let i = 0; i < MAX_BATCHES; i++) {
+  const drain = async (signal: AbortSignal, batch: () => Promise<{ claimed: number; done: number }>) => {
+    for (let i = 0; i < MAX_BATCHES && !signal.aborted; i++) {
       const { claimed, done } = await batch();
       if (claimed < BATCH || done === 0) return;
     }
   };
 
-  const sweep = async (): Promise<SweepCounts> => {
+  const sweep = async (signal: AbortSignal): Promise<void> => {
     failed = { count: 0 };
     const counts: SweepCounts = {
       draftsReleased: 0,
@@ -65,18 +67,18 @@ export function createStockSweeper(opts: {
       expiredCancelled: 0,
       stockReleased: 0,
     };
-    await drain(async () => {
+    await drain(signal, async () => {
       const r = await store.sweepDrafts(opts.graceS, BATCH, released);
       counts.draftsReleased += r.done;
       return r;
     });
-    await drain(async () => {
+    await drain(signal, async () => {
       const r = await store.sweepUncommitted(BATCH, (id) => attempt(id, () => stock.commit(id)));
       counts.stockCommitted += r.committed;
       counts.expiredCancelled += r.expired;
       return { claimed: r.claimed, done: r.committed + r.expired };
     });
-    await drain(async () => {
+    await drain(signal, async () => {
       const r = await store.sweepUnreleased(BATCH, released);
       counts.stockReleased += r.done;
       return r;
@@ -94,15 +96,12 @@ export function createStockSweeper(opts: {
         "catalog calls of the stock sweep failed; those orders wait for the next pass",
       );
     }
-    return counts;
   };
 
   return periodic({
     what: "stock sweep",
     intervalMs: opts.intervalMs,
     log,
-    task: async () => {
-      await sweep();
-    },
+    task: sweep,
   });
 }
