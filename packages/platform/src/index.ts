@@ -56,7 +56,7 @@ export { createHub, type Hub } from "./hub.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { metrics, statusName } from "./metrics.ts";
 export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
-export { type Cursor, createPageTokens, type PageTokens } from "./page-tokens.ts";
+export { type Cursor, createPageTokens, type Page, type PageTokens, toPage } from "./page-tokens.ts";
 export { periodic } from "./periodic.ts";
 export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.ts";
 export {

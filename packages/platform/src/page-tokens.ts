@@ -28,7 +28,7 @@ export function createPageTokens(secret: string, owner: string) {
   const mac = (scope: string, body: Buffer) =>
     createHmac("sha256", key).update(scope).update("\0").update(body).digest().subarray(0, MAC_BYTES);
 
-  return {
+  const tokens = {
     /** A token for the page after `cursor`, valid only for requests with the same scope. */
     issue(scope: string, cursor: Cursor): string {
       const body = Buffer.concat([
@@ -37,6 +37,16 @@ export function createPageTokens(secret: string, owner: string) {
         Buffer.from(cursor.key, "utf8"),
       ]);
       return Buffer.concat([body, mac(scope, body)]).toString("base64url");
+    },
+
+    /** The cursor of a request's page token; none for the first page (an empty token). */
+    cursorOf(scope: string, token: string): Cursor | undefined {
+      return token ? tokens.read(scope, token) : undefined;
+    },
+
+    /** The next page's token, or "" when there is no next page. */
+    tokenFor(scope: string, next: Cursor | undefined): string {
+      return next ? tokens.issue(scope, next) : "";
     },
 
     /** The cursor in a token; INVALID_ARGUMENT naming page_token for anything we did not issue. */
@@ -53,6 +63,27 @@ export function createPageTokens(secret: string, owner: string) {
       return { id, key: body.subarray(1 + ID_BYTES).toString("utf8") };
     },
   };
+  return tokens;
 }
 
 export type PageTokens = ReturnType<typeof createPageTokens>;
+
+/** One page of results; `next` is where the following page starts, if there is one. */
+export interface Page<T> {
+  items: T[];
+  next: Cursor | undefined;
+}
+
+/** Splits off the extra row a store fetches to learn whether another page follows. */
+export function toPage<R extends { id: string; sort_key: string }, T>(
+  rows: R[],
+  limit: number,
+  map: (r: R) => T,
+): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return {
+    items: items.map(map),
+    next: rows.length > limit && last ? { key: last.sort_key, id: last.id } : undefined,
+  };
+}

@@ -54,10 +54,6 @@ export function createCatalogHandlers(deps: {
     }
   };
 
-  const cursorOf = (scope: string, token: string) => (token ? pageTokens.read(scope, token) : undefined);
-  const tokenFor = (scope: string, next: Parameters<PageTokens["issue"]>[1] | undefined) =>
-    next ? pageTokens.issue(scope, next) : "";
-
   /** Who changed stock, for the ledger: the admin, or the calling service. */
   const actorOf = (ctx: CallContext) => ctx.user?.userId ?? ctx.service ?? "";
 
@@ -128,10 +124,13 @@ export function createCatalogHandlers(deps: {
       const page = await products.movements(
         req.productId,
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
       if (!page) throw fail(Code.NotFound, "product not found");
-      return { movements: page.items.map(toStockMovement), nextPageToken: tokenFor(scope, page.next) };
+      return {
+        movements: page.items.map(toStockMovement),
+        nextPageToken: pageTokens.tokenFor(scope, page.next),
+      };
     },
 
     async listProducts(req) {
@@ -143,9 +142,12 @@ export function createCatalogHandlers(deps: {
       const page = await products.list(
         query,
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
-      return { products: page.items.map(toProductMessage), nextPageToken: tokenFor(scope, page.next) };
+      return {
+        products: page.items.map(toProductMessage),
+        nextPageToken: pageTokens.tokenFor(scope, page.next),
+      };
     },
 
     async reserveStock(req) {

@@ -1,6 +1,16 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ProductChanged_Change, ProductChangedSchema } from "@protomesh/contracts/catalog/v1/events_pb";
-import { addEvent, Code, type Cursor, fail, type Pool, type Tx, withTransaction } from "@protomesh/platform";
+import {
+  addEvent,
+  Code,
+  type Cursor,
+  fail,
+  type Page,
+  type Pool,
+  type Tx,
+  toPage,
+  withTransaction,
+} from "@protomesh/platform";
 import { toProductMessage } from "./convert.ts";
 import { stockLowIfCrossed } from "./stock-low.ts";
 
@@ -88,12 +98,6 @@ const MASK_VALUES: Record<MaskPath, (v: ProductValues) => unknown[]> = {
   image_url: (v) => [v.imageUrl],
 };
 
-/** One page of results; `next` is where the following page starts, if there is one. */
-export interface Page<T> {
-  items: T[];
-  next: Cursor | undefined;
-}
-
 /** A change of stock by an admin: by a delta, or to an absolute count. */
 export type StockAdjustment = { delta: number } | { setTo: number };
 
@@ -150,20 +154,6 @@ const SORTS: Record<ProductSortKey, { order: string; after: string; key: string 
     key: "rank::text",
   },
 };
-
-/** Splits off the extra row fetched to learn whether another page follows. */
-function toPage<R extends { id: string; sort_key: string }, T>(
-  rows: R[],
-  limit: number,
-  map: (r: R) => T,
-): Page<T> {
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
-  return {
-    items: items.map(map),
-    next: rows.length > limit && last ? { key: last.sort_key, id: last.id } : undefined,
-  };
-}
 
 /** Writes ProductChanged for the product's new state into the outbox of `tx`. */
 async function productChanged(tx: Tx, product: ProductRecord, change: ProductChanged_Change) {

@@ -1,7 +1,6 @@
 import type { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
 import {
   Code,
-  type Cursor,
   fail,
   type Logger,
   type PageTokens,
@@ -29,8 +28,6 @@ export function createOrdersHandlers(deps: {
   log: Logger;
 }): ServiceHandlers<typeof OrdersService> {
   const { store, stock, place, pageTokens, log } = deps;
-  const cursorOf = (scope: string, token: string) => (token ? pageTokens.read(scope, token) : undefined);
-  const tokenFor = (scope: string, next: Cursor | undefined) => (next ? pageTokens.issue(scope, next) : "");
 
   /**
    * Returns a cancelled order's units once its cancellation is committed; if catalog cannot
@@ -75,9 +72,9 @@ export function createOrdersHandlers(deps: {
       const page = await store.list(
         { userId },
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
-      return { orders: page.items.map(toOrder), nextPageToken: tokenFor(scope, page.next) };
+      return { orders: page.items.map(toOrder), nextPageToken: pageTokens.tokenFor(scope, page.next) };
     },
 
     async cancelOrder(req, ctx) {
@@ -111,9 +108,9 @@ export function createOrdersHandlers(deps: {
       const page = await store.list(
         filter,
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
-      return { orders: page.items.map(toOrder), nextPageToken: tokenFor(scope, page.next) };
+      return { orders: page.items.map(toOrder), nextPageToken: pageTokens.tokenFor(scope, page.next) };
     },
   };
 }

@@ -3,7 +3,15 @@ import {
   OrderPlacedSchema,
   OrderStatusChangedSchema,
 } from "@protomesh/contracts/orders/v1/events_pb";
-import { addEvent, type Cursor, type Pool, type Tx, withTransaction } from "@protomesh/platform";
+import {
+  addEvent,
+  type Cursor,
+  type Page,
+  type Pool,
+  type Tx,
+  toPage,
+  withTransaction,
+} from "@protomesh/platform";
 import { toOrderCancelled, toOrderPlaced, toOrderStatusChanged } from "./convert.ts";
 import {
   ACCOUNT_DELETED_REASON,
@@ -16,12 +24,6 @@ import {
   type OrderState,
   type StockState,
 } from "./order-model.ts";
-
-/** One page of results; `next` is where the following page starts, if there is one. */
-export interface Page<T> {
-  items: T[];
-  next: Cursor | undefined;
-}
 
 /** ListOrders' filters; undefined means any. */
 export interface OrderFilter {
@@ -91,16 +93,6 @@ const toRecord = (r: Row): OrderRecord => ({
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
-
-/** Splits the extra row fetched to learn whether another page follows. */
-function toPage(rows: (Row & { sort_key: string })[], limit: number): Page<OrderRecord> {
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
-  return {
-    items: items.map(toRecord),
-    next: rows.length > limit && last ? { key: last.sort_key, id: last.id } : undefined,
-  };
-}
 
 /**
  * Changes an order's status (its row locked by the caller's transaction) and writes the event
@@ -268,7 +260,7 @@ export function createPgOrderStore(pool: Pool) {
          ORDER BY o.created_at DESC, o.id DESC LIMIT $1`,
         params,
       );
-      return toPage(rows, limit);
+      return toPage(rows, limit, toRecord);
     },
 
     /**

@@ -1,6 +1,14 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { UserUpdatedSchema } from "@protomesh/contracts/user/v1/events_pb";
-import { addEvent, type Cursor, type Pool, type Tx, withTransaction } from "@protomesh/platform";
+import {
+  addEvent,
+  type Cursor,
+  type Page,
+  type Pool,
+  type Tx,
+  toPage,
+  withTransaction,
+} from "@protomesh/platform";
 import { toUserMessage } from "./convert.ts";
 
 /** A stored profile. */
@@ -35,12 +43,6 @@ export const isProfilePath = (p: string): p is ProfilePath => Object.hasOwn(PROF
 /** New values by mask path. */
 export type ProfileChanges = Partial<Record<ProfilePath, string>>;
 
-/** One page of results; `next` is where the following page starts, if there is one. */
-export interface Page<T> {
-  items: T[];
-  next: Cursor | undefined;
-}
-
 /** ListUsers' filters; empty means any. */
 export interface UserFilter {
   role: string;
@@ -62,16 +64,6 @@ interface Row {
 
 /** `%`, `_` and the escape character itself match literally in a LIKE pattern after this. */
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, "\\$&");
-
-/** Splits the extra row fetched to learn whether another page follows. */
-function toPage(rows: (Row & { sort_key: string })[], limit: number): Page<UserRecord> {
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
-  return {
-    items: items.map(toRecord),
-    next: rows.length > limit && last ? { key: last.sort_key, id: last.id } : undefined,
-  };
-}
 
 const toRecord = (r: Row): UserRecord => ({
   id: r.id,
@@ -151,7 +143,7 @@ export function createPgUserStore(pool: Pool) {
          ORDER BY ${name}, id LIMIT $2`,
         params,
       );
-      return toPage(rows, limit);
+      return toPage(rows, limit, toRecord);
     },
 
     /** Every profile matching the filter, newest first. */
@@ -173,7 +165,7 @@ export function createPgUserStore(pool: Pool) {
          ORDER BY created_at DESC, id DESC LIMIT $1`,
         params,
       );
-      return toPage(rows, limit);
+      return toPage(rows, limit, toRecord);
     },
 
     /** Forgets everything kept about a user (their account was deleted); a no-op if already gone. */

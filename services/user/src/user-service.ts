@@ -17,11 +17,6 @@ export function createUserHandlers(
   store: UserStore,
   pageTokens: PageTokens,
 ): ServiceHandlers<typeof UserService> {
-  /** The cursor of a request's page token (none for the first page). */
-  const cursorOf = (scope: string, token: string) => (token ? pageTokens.read(scope, token) : undefined);
-  const tokenFor = (scope: string, next: Parameters<PageTokens["issue"]>[1] | undefined) =>
-    next ? pageTokens.issue(scope, next) : "";
-
   return {
     async createUser(req) {
       const user = await store.create({ id: req.userId, email: req.email, displayName: req.displayName });
@@ -57,9 +52,12 @@ export function createUserHandlers(
       const page = await store.search(
         req.query,
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
-      return { profiles: page.items.map(toPublicProfile), nextPageToken: tokenFor(scope, page.next) };
+      return {
+        profiles: page.items.map(toPublicProfile),
+        nextPageToken: pageTokens.tokenFor(scope, page.next),
+      };
     },
 
     async listUsers(req) {
@@ -68,9 +66,9 @@ export function createUserHandlers(
       const page = await store.list(
         filter,
         req.pageSize || DEFAULT_PAGE_SIZE,
-        cursorOf(scope, req.pageToken),
+        pageTokens.cursorOf(scope, req.pageToken),
       );
-      return { users: page.items.map(toUserMessage), nextPageToken: tokenFor(scope, page.next) };
+      return { users: page.items.map(toUserMessage), nextPageToken: pageTokens.tokenFor(scope, page.next) };
     },
 
     async setRoles(req, ctx) {
