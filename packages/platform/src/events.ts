@@ -51,13 +51,12 @@ export async function addEvent<D extends DescMessage>(
   init: MessageInitShape<D>,
 ): Promise<string> {
   const id = randomUUID();
-  await tx.query("INSERT INTO outbox (id, subject, type, payload) VALUES ($1, $2, $3, $4)", [
-    id,
-    subjectOf(schema),
-    schema.typeName,
-    Buffer.from(toBinary(schema, create(schema, init))),
-  ]);
-  await tx.query("SELECT pg_notify('outbox', '')");
+  // One round trip: the NOTIFY (sent at commit) rides on the insert.
+  await tx.query({
+    name: "outbox-add",
+    text: "WITH e AS (INSERT INTO outbox (id, subject, type, payload) VALUES ($1, $2, $3, $4)) SELECT pg_notify('outbox', '')",
+    values: [id, subjectOf(schema), schema.typeName, Buffer.from(toBinary(schema, create(schema, init)))],
+  });
   return id;
 }
 
@@ -86,6 +85,9 @@ export function createOutboxRelay(opts: {
   const batch = opts.batch ?? 200;
   let running = false;
   let wake: (() => void) | undefined;
+  // A NOTIFY that arrives while a batch is publishing: the rows it announces may have committed
+  // after that batch's SELECT, so the relay goes round again instead of sleeping a poll through.
+  let notified = false;
   let loop: Promise<void> | undefined;
   let listener: Tx | undefined;
 
@@ -130,6 +132,7 @@ export function createOutboxRelay(opts: {
       function done() {
         clearTimeout(t);
         wake = undefined;
+        notified = false;
         resolve();
       }
       wake = done;
@@ -152,7 +155,8 @@ export function createOutboxRelay(opts: {
         backoff = Math.min(backoff * 2, 2_000);
       } else {
         backoff = 100;
-        await sleep(pollMs);
+        if (notified) notified = false;
+        else await sleep(pollMs);
       }
     }
   };
@@ -161,7 +165,10 @@ export function createOutboxRelay(opts: {
     async start() {
       running = true;
       const client = await pool.connect();
-      client.on("notification", () => wake?.());
+      client.on("notification", () => {
+        notified = true;
+        wake?.();
+      });
       client.on("error", (err: Error) => log.warn({ err }, "outbox listener failed"));
       await client.query("LISTEN outbox");
       listener = client;

@@ -212,16 +212,28 @@ export interface Money {
   amountMinor: bigint;
 }
 
+// Building an Intl.NumberFormat costs more than formatting a whole order email: one per currency
+// (at most 26³ well-formed codes), made on first use.
+const formats = new Map<string, { format: Intl.NumberFormat; digits: number }>();
+const PLAIN = { format: new Intl.NumberFormat("en", { minimumFractionDigits: 2 }), digits: 2 };
+
+function currencyFormat(currency: string) {
+  let made = formats.get(currency);
+  if (!made) {
+    const format = new Intl.NumberFormat("en", { style: "currency", currency });
+    made = { format, digits: format.resolvedOptions().maximumFractionDigits ?? 2 };
+    formats.set(currency, made);
+  }
+  return made;
+}
+
 /**
  * "€19.99" for 1999 EUR, "¥500" for 500 JPY: the minor units become an exact decimal string
  * (bigint division, no float ever), which Intl.NumberFormat formats without rounding.
  */
 export function formatMoney(m: Money): string {
   const known = /^[A-Z]{3}$/.test(m.currency);
-  const format = known
-    ? new Intl.NumberFormat("en", { style: "currency", currency: m.currency })
-    : new Intl.NumberFormat("en", { minimumFractionDigits: 2 });
-  const digits = known ? (format.resolvedOptions().maximumFractionDigits ?? 2) : 2;
+  const { format, digits } = known ? currencyFormat(m.currency) : PLAIN;
   const abs = m.amountMinor < 0n ? -m.amountMinor : m.amountMinor;
   const scale = 10n ** BigInt(digits);
   const fraction = digits > 0 ? `.${(abs % scale).toString().padStart(digits, "0")}` : "";
