@@ -8,6 +8,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { CatalogService } from "@protomesh/contracts/catalog/v1/catalog_pb";
 import { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
+import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import type { Smtp } from "@protomesh/devkit";
 import { createMeshCredentials, createServiceClient } from "@protomesh/platform";
 import { codeIn, MAIL } from "@protomesh/testkit";
@@ -91,7 +92,12 @@ export async function commerceBench(ctx: CommerceContext): Promise<void> {
     );
     if (id === hot) placedHot++;
   };
-  const [spread, contended] = await interleaved(ctx.rounds, [
+  // One hop's worth: the same client, gateway, buyers and concurrency, on a call that reads one
+  // row. PlaceOrder's cost in such hops says more on this machine than the raw UPDATE does.
+  const users = createClient(UserService, transportFor(ctx, ctx.gatewayUrl));
+  const getMe = async (worker: number) =>
+    users.getMe({}, { headers: { authorization: `Bearer ${buyers[worker]}` }, timeoutMs: 10_000 });
+  const [spread, contended, oneHop] = await interleaved(ctx.rounds, [
     measure(
       ctx,
       `PlaceOrder, own product per worker (gateway, c=${ORDER_CONCURRENCY})`,
@@ -104,14 +110,19 @@ export async function commerceBench(ctx: CommerceContext): Promise<void> {
       ORDER_CONCURRENCY,
       place(() => hot),
     ),
+    measure(ctx, `GetMe (gateway, c=${ORDER_CONCURRENCY}), the same buyers`, ORDER_CONCURRENCY, getMe),
   ]);
   const hotLeft = (await catalog.getProduct({ productId: hot })).product?.stock ?? Number.NaN;
 
   console.log(`\n## Commerce: stock decrement and PlaceOrder, ${ORDER_CONCURRENCY} at once\n`);
-  if (!rawSpread || !rawHot || !spread || !contended) throw new Error("a commerce measurement is missing");
-  console.log(formatTable([rawSpread, rawHot, spread, contended], rawSpread.name));
+  if (!rawSpread || !rawHot || !spread || !contended || !oneHop)
+    throw new Error("a commerce measurement is missing");
+  console.log(formatTable([rawSpread, rawHot, spread, contended, oneHop], rawSpread.name));
   console.log(
     `\nPlaceOrder without contention / raw UPDATE without contention: ${(spread.rps / rawSpread.rps).toFixed(3)}× (target ≥ 0.25)`,
+  );
+  console.log(
+    `PlaceOrder without contention / GetMe through the same gateway: ${(spread.rps / oneHop.rps).toFixed(3)}×`,
   );
   console.log(
     `PlaceOrder on one hot product / without contention: ${(contended.rps / spread.rps).toFixed(2)}× (target ≥ 0.50); ` +

@@ -123,22 +123,29 @@ describe("per account", () => {
   });
 
   test("after a few failures the account backs off with a retry delay, for the right password too, on every replica", async () => {
-    const backoff = await mesh.start("auth", {
-      env: { PORT: "0", SIGNIN_FREE_FAILURES: "3", SIGNIN_BACKOFF_BASE_MS: "60000" },
-    });
-    closers.push(() => backoff.stop());
-    const auth = client(`127.0.0.1:${backoff.port}`);
+    const env = { PORT: "0", SIGNIN_FREE_FAILURES: "3", SIGNIN_BACKOFF_BASE_MS: "60000" };
+    const [first, second] = await Promise.all([mesh.start("auth", { env }), mesh.start("auth", { env })]);
+    closers.push(
+      () => first.stop(),
+      () => second.stop(),
+    );
+    const auth = client(`127.0.0.1:${first.port}`);
+    const other = client(`127.0.0.1:${second.port}`);
     const email = uniqueEmail("backoff");
     await auth.signUp({ email, password: PASSWORD, displayName: "Bo" });
     for (let i = 0; i < 3; i++) assert.equal((await answer(auth, email, WRONG)).code, "Unauthenticated");
-    for (const password of [WRONG, PASSWORD]) {
-      const err = await auth.signIn({ email, password }).then(
+    for (const [replica, password] of [
+      [auth, WRONG],
+      [auth, PASSWORD],
+      [other, PASSWORD],
+    ] as const) {
+      const err = await replica.signIn({ email, password }).then(
         () => assert.fail("signed in during the back-off"),
         (e: ConnectError) => e,
       );
       assert.equal(err.code, Code.ResourceExhausted);
       const delay = retryDelayMs(err);
-      if (delay !== undefined) assert.ok(delay > 50_000 && delay <= 60_000, `retry in ${delay} ms`);
+      assert.ok(delay !== undefined && delay > 50_000 && delay <= 60_000, `retry in ${delay} ms`);
     }
     assert.equal(await failures(`account:${email}`), 3, "refused attempts are not counted");
   });

@@ -14,26 +14,33 @@ export interface ConsumerDeps {
 }
 
 /**
- * Records the notice in the user's inbox (when there is a user) and sends it, inside the
+ * Records the message in the user's inbox (when there is a user) and sends it, inside the
  * consumer's transaction: a failed send rolls the row back and the event is retried; a committed
- * row means the email went out. A deleted user gets neither, whatever event arrives late.
+ * row means it went out. A deleted user gets neither, whatever event arrives late.
  */
-export async function deliverEmail(
+export async function deliver(
+  store: NotificationStore,
+  tx: Tx,
+  userId: string,
+  row: { channel: "email" | "sms"; kind: string; subject: string; eventId: string },
+  send: () => Promise<void>,
+): Promise<void> {
+  if (userId && !(await store.add(tx, { ...row, userId }))) return;
+  await send();
+}
+
+/** `deliver` for an email notice. */
+export const deliverEmail = (
   deps: Pick<ConsumerDeps, "store" | "mailer">,
   tx: Tx,
   userId: string,
   notice: Notice,
   eventId: string,
-): Promise<void> {
-  if (userId) {
-    if (await deps.store.isDeleted(tx, userId)) return;
-    await deps.store.add(tx, {
-      userId,
-      channel: "email",
-      kind: notice.kind,
-      subject: notice.subject,
-      eventId,
-    });
-  }
-  await deps.mailer.send(notice);
-}
+) =>
+  deliver(
+    deps.store,
+    tx,
+    userId,
+    { channel: "email", kind: notice.kind, subject: notice.subject, eventId },
+    () => deps.mailer.send(notice),
+  );

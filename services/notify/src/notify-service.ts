@@ -3,6 +3,7 @@ import type { Notification, NotifyService } from "@protomesh/contracts/notify/v1
 import {
   type CallContext,
   Code,
+  ConnectError,
   fail,
   type Hub,
   requireUser,
@@ -39,8 +40,10 @@ export function createNotifyHandlers(deps: {
         return { notificationId: id };
       }
       const record = await store.addAndSend({ ...row, eventId: `request:${ctx.requestId}` }, () => send(id));
+      if (!record) throw fail(Code.FailedPrecondition, "user_id: the account was deleted; nothing was sent");
       return { notificationId: record.id };
     } catch (err) {
+      if (err instanceof ConnectError) throw err;
       if (err instanceof SmsNotConfiguredError) throw fail(Code.FailedPrecondition, err.message);
       // The cause names the server's answer or the network error, never the message.
       ctx.log.warn({ err, channel: row.channel }, "send refused");

@@ -21,22 +21,32 @@ export interface InboxCursor {
 /** The inbox in PostgreSQL. */
 export function createPgNotificationStore(pool: Pool) {
   return {
-    /** Records a notification and emits NotificationAdded inside the consumer's transaction. */
+    /**
+     * Records a notification and emits NotificationAdded inside the caller's transaction.
+     * Undefined, writing nothing, when the user's account was deleted.
+     */
     async add(
       tx: Tx,
       n: { userId: string; channel: "email" | "sms"; kind: string; subject: string; eventId: string },
-    ): Promise<NotificationRecord> {
+    ): Promise<NotificationRecord | undefined> {
+      // Shared among writes for the user, exclusive with deleteUser's: a row either commits
+      // before the deletion (which then removes it) or is written after it and sees the tombstone.
+      await tx.query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", [n.userId]);
       const id = randomUUID();
       const { rows } = await tx.query<{ created_at: Date }>(
-        "INSERT INTO notifications (id, user_id, channel, kind, subject, event_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
+        `INSERT INTO notifications (id, user_id, channel, kind, subject, event_id)
+         SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2)
+         RETURNING created_at`,
         [id, n.userId, n.channel, n.kind, n.subject, n.eventId],
       );
+      const createdAt = rows[0]?.created_at;
+      if (!createdAt) return undefined;
       const record: NotificationRecord = {
         id,
         channel: n.channel,
         kind: n.kind,
         subject: n.subject,
-        createdAt: rows[0]?.created_at ?? new Date(),
+        createdAt,
       };
       await addEvent(tx, NotificationAddedSchema, {
         userId: n.userId,
@@ -47,30 +57,25 @@ export function createPgNotificationStore(pool: Pool) {
 
     /**
      * Records a notification and runs `send` in one transaction: a failed send leaves no row,
-     * a committed row means it went out.
+     * a committed row means it went out. Undefined, sending nothing, for a deleted user.
      */
     async addAndSend(
       n: { userId: string; channel: "email" | "sms"; kind: string; subject: string; eventId: string },
       send: () => Promise<void>,
-    ): Promise<NotificationRecord> {
+    ): Promise<NotificationRecord | undefined> {
       return withTransaction(pool, async (tx) => {
         const record = await this.add(tx, n);
-        await send();
+        if (record) await send();
         return record;
       });
     },
 
-    /** Forgets a deleted user: every inbox row, keeping only the id so late events skip them. */
+    /** Forgets a deleted user: every inbox row, keeping only the id so later writes skip them. */
     async deleteUser(tx: Tx, userId: string): Promise<number> {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
       const { rowCount } = await tx.query("DELETE FROM notifications WHERE user_id = $1", [userId]);
       return rowCount ?? 0;
-    },
-
-    /** True once the user's account was deleted: nothing more is written or sent to them. */
-    async isDeleted(tx: Tx, userId: string): Promise<boolean> {
-      const { rowCount } = await tx.query("SELECT 1 FROM deleted_users WHERE user_id = $1", [userId]);
-      return (rowCount ?? 0) > 0;
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */

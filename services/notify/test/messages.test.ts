@@ -406,11 +406,48 @@ describe("SendEmail and SendSms", () => {
     assert.equal(row.id, res.notificationId);
   });
 
-  test("SendEmail without a user sends and records nothing", async () => {
+  test("SendEmail without a user sends, and records nothing", async () => {
     const email = uniqueEmail("send-anon");
     const res = await client().sendEmail({ to: email, subject: "Hello", text: "Hi", kind: "hello" });
     const mail = await mailTo(email, "Hello");
     assert.equal(mail.messageId, `<${res.notificationId}@protomesh>`);
+    const rows = await query(
+      mesh.env.notify.DATABASE_URL as string,
+      "SELECT 1 FROM notifications WHERE id = $1",
+      [res.notificationId],
+    );
+    assert.deepEqual(rows, []);
+  });
+
+  test("SendEmail and SendSms for a deleted user are refused with FAILED_PRECONDITION: nothing sent or recorded", async () => {
+    const me = await account("send-deleted");
+    await publishEvent(mesh.nats.url, UserDeletedSchema, {
+      userId: me.userId,
+      email: me.email,
+      occurTime: timestampNow(),
+    });
+    await settled("AUTH", "notify-account-deletions");
+    const mailsBefore = mesh.smtp.messages.length;
+    const smsBefore = sms.requests();
+    const phone = freshPhone();
+    for (const [name, call] of [
+      [
+        "SendEmail",
+        () => client().sendEmail({ to: me.email, subject: "s", text: "t", userId: me.userId, kind: "late" }),
+      ],
+      ["SendSms", () => client().sendSms({ to: phone, text: "t", userId: me.userId, kind: "late" })],
+    ] as const) {
+      const err = await assertCode(call(), Code.FailedPrecondition, name);
+      assert.match(err.rawMessage, /user_id: the account was deleted/);
+    }
+    assert.equal(mesh.smtp.messages.length, mailsBefore, "no mail");
+    assert.equal(sms.requests(), smsBefore, "no SMS");
+    const rows = await query(
+      mesh.env.notify.DATABASE_URL as string,
+      "SELECT 1 FROM notifications WHERE user_id = $1",
+      [me.userId],
+    );
+    assert.deepEqual(rows, []);
   });
 
   test("SendSms sends through the provider and records it in the user's inbox", async () => {

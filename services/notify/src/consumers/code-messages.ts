@@ -1,7 +1,7 @@
 import { OtpIssuedSchema } from "@protomesh/contracts/otp/v1/events_pb";
 import { consumer } from "@protomesh/platform";
 import { toCodeMessage } from "../convert.ts";
-import { type ConsumerDeps, deliverEmail } from "../delivery.ts";
+import { type ConsumerDeps, deliver, deliverEmail } from "../delivery.ts";
 import { codeEmail, codeSms } from "../templates.ts";
 
 /**
@@ -30,12 +30,13 @@ export function createCodeMessages(deps: ConsumerDeps) {
         return;
       }
       const sms = codeSms(message);
-      if (event.userId) {
-        if (await deps.store.isDeleted(tx, event.userId)) return;
-        const row = { userId: event.userId, channel: "sms" as const, kind: sms.kind, subject: sms.subject };
-        await deps.store.add(tx, { ...row, eventId: meta.eventId });
-      }
-      await deps.sms.send(event.destination, sms.text, meta.eventId);
+      await deliver(
+        deps.store,
+        tx,
+        event.userId,
+        { channel: "sms", kind: sms.kind, subject: sms.subject, eventId: meta.eventId },
+        () => deps.sms.send(event.destination, sms.text, meta.eventId),
+      );
     },
   });
 }
