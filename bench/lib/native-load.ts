@@ -1,0 +1,259 @@
+// Load from native generators: h2load (HTTP/2, cleartext) and wrk (HTTP/1.1). A Node client
+// saturates before grpc-js does on a 2-core machine, so a ratio it measures is partly its own;
+// these send tens of thousands of requests a second from one thread and leave the rest of the
+// machine to the processes under test.
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureCommand } from "@protomesh/devkit";
+import type { LoadBudget, LoadResult } from "./load.ts";
+
+/** Installs h2load and wrk (Debian packages) when they are missing. */
+export function ensureLoadTools(): void {
+  ensureCommand("h2load", "nghttp2-client");
+  ensureCommand("wrk", "wrk");
+}
+
+/** One kind of request, sent over and over: pre-encoded once, so the generator only copies bytes. */
+export interface NativeRequest {
+  /** h2: h2load over cleartext HTTP/2 (prior knowledge); h1: wrk over HTTP/1.1 keep-alive. */
+  http: "h2" | "h1";
+  /** Full URL, with the query for a GET. */
+  url: string;
+  method: "GET" | "POST";
+  headers: Record<string, string>;
+  /** The POST body (may be empty: an empty protobuf message encodes to no bytes). */
+  body?: Uint8Array;
+  /** Length of a good answer's body, learnt from one probe call: a shorter one is an error. */
+  answerBytes: number;
+}
+
+/** How hard and how long (wrk stops at maxRequests; h2load ignores -n when timed). Both run single-threaded. */
+export interface NativeLoad extends LoadBudget {
+  /** Requests in flight: h2load's clients × streams per client; wrk's connections. */
+  connections: number;
+  /** HTTP/2 streams per connection (h2load -m); wrk has one request per connection. */
+  streams: number;
+  /** Processes whose CPU time is read before and after the measured run. */
+  pids: Record<string, number>;
+}
+
+/** What one run measured. `requests` counts good answers only; latencies cover those. */
+export interface NativeResult
+  extends Pick<LoadResult, "requests" | "errors" | "firstError" | "seconds" | "rps" | "p50Ms" | "p99Ms"> {
+  /** CPU seconds spent per 1,000 good answers by each process in `pids`. */
+  cpuPer1k: Record<string, number>;
+}
+
+// The generator runs on one core (taskset), the same for every row.
+const GENERATOR_CORE = "0";
+const KILL_GRACE_MS = 15_000;
+
+/** Warms up, then measures one request kind, reading the processes' CPU around the measured part. */
+export async function nativeLoad(req: NativeRequest, load: NativeLoad): Promise<NativeResult> {
+  const dir = await mkdtemp(join(tmpdir(), "protomesh-load-"));
+  try {
+    const run = req.http === "h2" ? h2load : wrk;
+    await run(req, load, load.warmupMs, dir);
+    const before = await cpuOf(load.pids);
+    const counts = await run(req, load, load.durationMs, dir);
+    const after = await cpuOf(load.pids);
+    const cpuPer1k = Object.fromEntries(
+      Object.entries(after).map(([name, s]) => [
+        name,
+        counts.requests > 0 ? ((s - (before[name] ?? 0)) / counts.requests) * 1000 : 0,
+      ]),
+    );
+    return { ...counts, rps: counts.requests / counts.seconds, cpuPer1k };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+type Counts = Omit<NativeResult, "rps" | "cpuPer1k">;
+
+function generator(args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      "taskset",
+      ["-c", GENERATOR_CORE, ...args],
+      { timeout: timeoutMs + KILL_GRACE_MS, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`${args[0]}: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout),
+    );
+  });
+}
+
+async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Counts> {
+  const args = [
+    "h2load",
+    `--clients=${load.connections}`,
+    `--max-concurrent-streams=${load.streams}`,
+    `--duration=${ms}ms`,
+    ...Object.entries(req.headers).map(([k, v]) => `--header=${k}: ${v}`),
+  ];
+  if (req.body && req.body.length > 0) {
+    const body = join(dir, "body");
+    await writeFile(body, req.body);
+    args.push(`--data=${body}`);
+  } else if (req.method === "POST") {
+    // h2load cannot map an empty file: an empty POST is a method and no DATA frame.
+    args.push("--header=:method: POST");
+  }
+  // Per-request lines (start µs, status, duration µs): h2load prints only mean and sd itself.
+  const log = join(dir, "requests.log");
+  args.push(`--log-file=${log}`, req.url);
+  const out = await generator(args, ms);
+  const lines = (await readFile(log, "utf8")).split("\n");
+  await rm(log);
+
+  const okMs: number[] = [];
+  let bad = 0;
+  let firstError: string | undefined;
+  for (const line of lines) {
+    if (line === "") continue;
+    const [, status, micros] = line.split("\t");
+    if (status?.startsWith("2")) okMs.push(Number(micros) / 1000);
+    else {
+      bad++;
+      firstError ??= `HTTP status ${status}`;
+    }
+  }
+  const done = number(out, /requests: \d+ total, \d+ started, (\d+) done/);
+  // An error sent as HTTP 200 (gRPC's trailers-only answer) has no body: count the bytes too.
+  const dataBytes = number(out, /traffic: .*?, [\d.]+\w*B \((\d+)\) data/);
+  const missing = Math.max(0, Math.round((okMs.length * req.answerBytes - dataBytes) / req.answerBytes));
+  if (missing > 0) firstError ??= `${missing} answer(s) without the expected ${req.answerBytes}-byte body`;
+  const failed = Math.max(0, done - okMs.length - bad);
+  if (failed > 0) firstError ??= `${failed} request(s) failed before an answer`;
+  return {
+    requests: okMs.length - missing,
+    errors: bad + missing + failed,
+    ...(firstError === undefined ? {} : { firstError }),
+    seconds: ms / 1000,
+    ...quantiles(okMs),
+  };
+}
+
+async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Counts> {
+  const script = join(dir, "request.lua");
+  await writeFile(script, wrkScript(req, Math.ceil(load.maxRequests)));
+  // wrk takes whole seconds only.
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  const out = await generator(
+    [
+      "wrk",
+      "--threads=1",
+      `--connections=${load.connections}`,
+      `--duration=${seconds}s`,
+      `--script=${script}`,
+      req.url,
+    ],
+    seconds * 1000,
+  );
+  const line = out.split("\n").find((l) => l.startsWith("{"));
+  if (!line) throw new Error(`wrk printed no summary:\n${out}`);
+  const s = JSON.parse(line) as {
+    ok: number;
+    bad: number;
+    short: number;
+    socket: number;
+    seconds: number;
+    p50: number;
+    p99: number;
+    status?: string;
+  };
+  const errors = s.bad + s.short + s.socket;
+  const firstError =
+    s.bad > 0
+      ? `HTTP status ${s.status}`
+      : s.short > 0
+        ? `${s.short} answer(s) without the expected ${req.answerBytes}-byte body`
+        : s.socket > 0
+          ? `${s.socket} socket error(s)`
+          : undefined;
+  return {
+    requests: s.ok,
+    errors,
+    ...(firstError === undefined ? {} : { firstError }),
+    seconds: s.seconds,
+    p50Ms: s.p50 / 1000,
+    p99Ms: s.p99 / 1000,
+  };
+}
+
+// wrk keeps each thread's Lua state apart: counters live in the thread, and done() (in the main
+// state) collects them. wrk's own latency histogram covers every answer, good or not; with no
+// errors, as in every run worth reading, they are the same.
+function wrkScript(req: NativeRequest, maxRequests: number): string {
+  const lua = (s: string) => {
+    if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`wrk: only printable ASCII in requests, got ${s}`);
+    return JSON.stringify(s);
+  };
+  const headers = Object.entries(req.headers)
+    .map(([k, v]) => `wrk.headers[${lua(k)}] = ${lua(v)}`)
+    .join("\n");
+  const body =
+    req.body && req.body.length > 0 ? `wrk.body = ${lua(Buffer.from(req.body).toString("latin1"))}` : "";
+  return `wrk.method = ${lua(req.method)}
+${headers}
+${body}
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+ok, bad, short, status = 0, 0, 0, nil
+function response(code, headers, answer)
+  if code >= 200 and code < 300 then
+    if #answer == ${req.answerBytes} then ok = ok + 1 else short = short + 1 end
+  else
+    bad = bad + 1
+    status = status or tostring(code)
+  end
+  if ok + bad + short >= ${maxRequests} then wrk.thread:stop() end
+end
+function done(summary, latency, requests)
+  local ok, bad, short, status = 0, 0, 0, nil
+  for _, t in ipairs(threads) do
+    ok = ok + t:get("ok"); bad = bad + t:get("bad"); short = short + t:get("short")
+    status = status or t:get("status")
+  end
+  local e = summary.errors
+  io.write(string.format('{"ok":%d,"bad":%d,"short":%d,"socket":%d,"seconds":%f,"p50":%d,"p99":%d,"status":"%s"}\\n',
+    ok, bad, short, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), status or ""))
+end
+`;
+}
+
+function number(text: string, pattern: RegExp): number {
+  const m = pattern.exec(text);
+  if (!m?.[1]) throw new Error(`cannot read ${pattern} from:\n${text}`);
+  return Number(m[1]);
+}
+
+function quantiles(ms: number[]): { p50Ms: number; p99Ms: number } {
+  const sorted = Float64Array.from(ms).sort();
+  const at = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? 0;
+  return { p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ, fixed at 100 on Linux whatever the kernel's own HZ
+
+/** CPU seconds (user + system) of each process and everything it started (nginx's workers). */
+async function cpuOf(pids: Record<string, number>): Promise<Record<string, number>> {
+  const procs = new Map<number, { ppid: number; ticks: number }>();
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // The command name may hold spaces and parentheses: fields are counted after its last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields.length < 13) continue;
+    procs.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  const total = (pid: number): number => {
+    let ticks = procs.get(pid)?.ticks ?? 0;
+    for (const [child, p] of procs) if (p.ppid === pid) ticks += total(child);
+    return ticks;
+  };
+  return Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, total(pid) / TICKS_PER_SECOND]));
+}
