@@ -133,6 +133,7 @@ try {
         return started;
       },
       load: budget,
+      rounds: quick ? 1 : 2,
       onClose: (close) => closers.push(close),
     });
   }

@@ -6,13 +6,13 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { GetMeRequestSchema, UserService } from "@protomesh/contracts/user/v1/user_pb";
-import type { BenchRun } from "./load.ts";
-import { ensureLoadTools, type NativeRequest, type NativeResult, nativeLoad } from "./native-load.ts";
+import { type BenchRun, interleaved, type LoadResult } from "./load.ts";
+import { ensureLoadTools, type NativeRequest, nativeLoad } from "./native-load.ts";
 import { startNginx } from "./nginx.ts";
 import type { StartedProcess } from "./procs.ts";
 
 /** What the gateway part needs from the run that started the mesh. */
-export interface GatewayBenchContext extends Pick<BenchRun, "load" | "onClose"> {
+export interface GatewayBenchContext extends Pick<BenchRun, "load" | "rounds" | "onClose"> {
   /** A signed-in user's access token and email (the email shows up in every good answer). */
   token: string;
   email: string;
@@ -154,11 +154,17 @@ async function probe(name: string, req: Omit<NativeRequest, "answerBytes">, emai
 }
 
 interface Row {
-  name: string;
+  path: string;
   protocol: Protocol;
+  url: string;
   /** The process the request passes through on its way to the user service (none when direct). */
   hop?: number;
-  result?: NativeResult;
+}
+
+/** A row's figures, pooled over the rounds: CPU in seconds per 1,000 good answers. */
+interface Measured extends Row {
+  result: LoadResult;
+  cpuPer1k: Record<string, number>;
 }
 
 /** Measures GetMe on every path and prints the table and how it fares against issue 8's targets. */
@@ -178,34 +184,53 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
   const [fwd2, fwd1] = forwarders as [StartedProcess, StartedProcess];
 
   const local = (port: number) => `http://127.0.0.1:${port}`;
-  const rows: (Row & { url: string })[] = [
-    { name: "direct (grpc-js)", protocol: "gRPC", url: `http://${ctx.user.addr}` },
-    { name: "nginx grpc_pass", protocol: "gRPC", url: local(nginx.port), hop: nginx.pid },
-    { name: "naive forwarder", protocol: "gRPC", url: local(fwd2.port), hop: fwd2.pid },
-    { name: "naive forwarder", protocol: "Connect JSON/1.1", url: local(fwd1.port), hop: fwd1.pid },
+  const rows: Row[] = [
+    { path: "direct (grpc-js)", protocol: "gRPC", url: `http://${ctx.user.addr}` },
+    { path: "nginx grpc_pass", protocol: "gRPC", url: local(nginx.port), hop: nginx.pid },
+    { path: "naive forwarder", protocol: "gRPC", url: local(fwd2.port), hop: fwd2.pid },
+    { path: "naive forwarder", protocol: "Connect JSON/1.1", url: local(fwd1.port), hop: fwd1.pid },
     ...(
       ["gRPC", "gRPC-web", "Connect binary", "Connect JSON", "Connect JSON/1.1", "Connect GET/1.1"] as const
-    ).map((protocol) => ({ name: "gateway", protocol, url: ctx.gateway.url, hop: ctx.gateway.pid })),
+    ).map((protocol) => ({ path: "gateway", protocol, url: ctx.gateway.url, hop: ctx.gateway.pid })),
   ];
-  for (const row of rows) {
-    const req = request(row.protocol, row.url, ctx.token);
-    const label = `${row.name}, ${row.protocol}`;
-    const answerBytes = await probe(label, req, ctx.email);
-    const h2 = req.http === "h2";
-    row.result = await nativeLoad(
-      { ...req, answerBytes },
-      {
+  // CPU seconds per row and process, summed over the rounds.
+  const cpu = rows.map(() => new Map<string, number>());
+  const measures = await Promise.all(
+    rows.map(async (row, i) => {
+      const name = `${row.path}, ${row.protocol}`;
+      const req = request(row.protocol, row.url, ctx.token);
+      const answerBytes = await probe(name, req, ctx.email);
+      const h2 = req.http === "h2";
+      const load = {
+        ...ctx.load,
         connections: h2 ? H2_CONNECTIONS : H1_CONNECTIONS,
         streams: h2 ? H2_STREAMS : 1,
-        warmupMs: ctx.load.warmupMs,
-        durationMs: ctx.load.durationMs,
-        maxRequests: ctx.load.maxRequests,
         pids: { user: ctx.user.pid, ...(row.hop === undefined ? {} : { hop: row.hop }) },
-      },
-    );
-    console.error(`measured: ${label}`);
-  }
-  printTable(rows, ctx.load.durationMs);
+      };
+      return {
+        name,
+        run: async () => {
+          const { result, cpuSeconds } = await nativeLoad(name, { ...req, answerBytes }, load);
+          const spent = cpu[i] as Map<string, number>;
+          for (const [p, s] of Object.entries(cpuSeconds)) spent.set(p, (spent.get(p) ?? 0) + s);
+          return result;
+        },
+      };
+    }),
+  );
+  const results = await interleaved(ctx.rounds, measures);
+  printTable(
+    rows.map((row, i) => {
+      const result = results[i] as LoadResult;
+      const per1k = (s: number) => (result.requests > 0 ? (s / result.requests) * 1000 : Number.NaN);
+      return {
+        ...row,
+        result,
+        cpuPer1k: Object.fromEntries([...(cpu[i] ?? [])].map(([p, s]) => [p, per1k(s)])),
+      };
+    }),
+    ctx,
+  );
 }
 
 // Issue 8's targets, per gateway protocol.
@@ -219,12 +244,12 @@ const TARGETS: Record<Protocol, { vsNginx?: number; vsDirect?: number; cpuVsUser
 };
 const P99_VS_NGINX = 1.5;
 
-function printTable(rows: Row[], durationMs: number): void {
+function printTable(rows: Measured[], ctx: GatewayBenchContext): void {
   const direct = rows[0]?.result;
   const nginx = rows[1]?.result;
   const x = (v: number) => `${v.toFixed(2)}×`;
   const ratio = (a: number, b: number | undefined) => (b ? a / b : Number.NaN);
-  const cpu = (r: NativeResult, p: string) => (r.cpuPer1k[p] === undefined ? "" : r.cpuPer1k[p].toFixed(3));
+  const cpu = (row: Measured, p: string) => row.cpuPer1k[p]?.toFixed(3) ?? "";
   const checks: string[] = [];
   const check = (what: string, value: number, target: number, atMost = false) => {
     const met = atMost ? value <= target : value >= target;
@@ -233,7 +258,7 @@ function printTable(rows: Row[], durationMs: number): void {
   };
 
   console.log(
-    `\n## GetMe with a token check, native load (h2load: ${H2_CONNECTIONS} connections × ${H2_STREAMS} streams; wrk: ${H1_CONNECTIONS} connections), ${durationMs / 1000} s each\n`,
+    `\n## GetMe with a token check, native load (h2load: ${H2_CONNECTIONS} connections × ${H2_STREAMS} streams; wrk: ${H1_CONNECTIONS} connections), ${ctx.rounds} × ${ctx.load.durationMs / 1000} s each, rounds interleaved\n`,
   );
   console.log(
     "| path | protocol | requests | errors | rps | × direct | × nginx | p50 ms | p99 ms | p99 × nginx | hop CPU s/1k | user CPU s/1k | hop ÷ user CPU | targets |",
@@ -242,13 +267,12 @@ function printTable(rows: Row[], durationMs: number): void {
   const notes: string[] = [];
   for (const row of rows) {
     const r = row.result;
-    if (!r) continue;
     const vsDirect = ratio(r.rps, direct?.rps);
     const vsNginx = ratio(r.rps, nginx?.rps);
     const p99VsNginx = ratio(r.p99Ms, nginx?.p99Ms);
-    const hopVsUser = ratio(r.cpuPer1k.hop ?? Number.NaN, r.cpuPer1k.user);
+    const hopVsUser = ratio(row.cpuPer1k.hop ?? Number.NaN, row.cpuPer1k.user);
     const targets: string[] = [];
-    if (row.name === "gateway") {
+    if (row.path === "gateway") {
       const t = TARGETS[row.protocol];
       const what = `gateway ${row.protocol}`;
       if (t.vsNginx) targets.push(`rps ${check(`${what} rps / nginx`, vsNginx, t.vsNginx)} nginx`);
@@ -257,9 +281,9 @@ function printTable(rows: Row[], durationMs: number): void {
         targets.push(`CPU ${check(`${what} CPU / user's`, hopVsUser, t.cpuVsUser, true)} user`);
       targets.push(`p99 ${check(`${what} p99 / nginx's`, p99VsNginx, P99_VS_NGINX, true)} nginx`);
     }
-    if (r.firstError) notes.push(`- ${row.name}, ${row.protocol}: first error: ${r.firstError}`);
+    if (r.firstError) notes.push(`- ${r.name}: first error: ${r.firstError}`);
     console.log(
-      `| ${row.name} | ${row.protocol} | ${r.requests} | ${r.errors} | ${r.rps.toFixed(0)} | ${x(vsDirect)} | ${x(vsNginx)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${x(p99VsNginx)} | ${cpu(r, "hop")} | ${cpu(r, "user")} | ${Number.isNaN(hopVsUser) ? "" : x(hopVsUser)} | ${targets.join(", ")} |`,
+      `| ${row.path} | ${row.protocol} | ${r.requests} | ${r.errors} | ${r.rps.toFixed(0)} | ${x(vsDirect)} | ${x(vsNginx)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${x(p99VsNginx)} | ${cpu(row, "hop")} | ${cpu(row, "user")} | ${Number.isNaN(hopVsUser) ? "" : x(hopVsUser)} | ${targets.join(", ")} |`,
     );
   }
   if (notes.length > 0) console.log(`\n${notes.join("\n")}`);

@@ -7,7 +7,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureCommand } from "@protomesh/devkit";
-import type { LoadBudget, LoadResult } from "./load.ts";
+import { type LoadBudget, type LoadResult, type PhaseStats, summarize } from "./load.ts";
 
 /** Installs h2load and wrk (Debian packages) when they are missing. */
 export function ensureLoadTools(): void {
@@ -39,53 +39,52 @@ export interface NativeLoad extends LoadBudget {
   pids: Record<string, number>;
 }
 
-/** What one run measured. `requests` counts good answers only; latencies cover those. */
-export interface NativeResult
-  extends Pick<LoadResult, "requests" | "errors" | "firstError" | "seconds" | "rps" | "p50Ms" | "p99Ms"> {
-  /** CPU seconds spent per 1,000 good answers by each process in `pids`. */
-  cpuPer1k: Record<string, number>;
+/** One measured run: its load result and the CPU seconds each process in `pids` spent in it. */
+export interface NativeRun {
+  result: LoadResult;
+  cpuSeconds: Record<string, number>;
 }
 
-// The generator runs on one core (taskset), the same for every row.
-const GENERATOR_CORE = "0";
+// Not pinned to a core (taskset): h2load and wrk use a few per cent of one at these rates, and in
+// quick runs on the shared 2-core machine (load average 6–8), pinned to core 0 or left to float,
+// the spread between runs was the same (nginx ÷ direct 1.00–1.06 pinned, 1.08–1.33 floating;
+// gateway gRPC ÷ nginx 0.18–0.25 and 0.11–0.19): the noise is the neighbours', not the
+// generator's. Interleaved rounds (gateway.ts) are what steady the figures.
 const KILL_GRACE_MS = 15_000;
 
 /** Warms up, then measures one request kind, reading the processes' CPU around the measured part. */
-export async function nativeLoad(req: NativeRequest, load: NativeLoad): Promise<NativeResult> {
+export async function nativeLoad(name: string, req: NativeRequest, load: NativeLoad): Promise<NativeRun> {
   const dir = await mkdtemp(join(tmpdir(), "protomesh-load-"));
   try {
     const run = req.http === "h2" ? h2load : wrk;
     await run(req, load, load.warmupMs, dir);
     const before = await cpuOf(load.pids);
-    const counts = await run(req, load, load.durationMs, dir);
+    const measured = await run(req, load, load.durationMs, dir);
     const after = await cpuOf(load.pids);
-    const cpuPer1k = Object.fromEntries(
-      Object.entries(after).map(([name, s]) => [
-        name,
-        counts.requests > 0 ? ((s - (before[name] ?? 0)) / counts.requests) * 1000 : 0,
-      ]),
-    );
-    return { ...counts, rps: counts.requests / counts.seconds, cpuPer1k };
+    return {
+      result: summarize(name, measured.latencies, measured),
+      cpuSeconds: Object.fromEntries(Object.entries(after).map(([p, s]) => [p, s - (before[p] ?? 0)])),
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-type Counts = Omit<NativeResult, "rps" | "cpuPer1k">;
+type Measured = PhaseStats & { latencies: Float64Array };
 
 function generator(args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
-      "taskset",
-      ["-c", GENERATOR_CORE, ...args],
-      { timeout: timeoutMs + KILL_GRACE_MS, maxBuffer: 16 * 1024 * 1024 },
+      args[0] as string,
+      args.slice(1),
+      { timeout: timeoutMs + KILL_GRACE_MS, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) =>
         err ? reject(new Error(`${args[0]}: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout),
     );
   });
 }
 
-async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Counts> {
+async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Measured> {
   const args = [
     "h2load",
     `--clients=${load.connections}`,
@@ -128,23 +127,26 @@ async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: str
   const failed = Math.max(0, done - okMs.length - bad);
   if (failed > 0) firstError ??= `${failed} request(s) failed before an answer`;
   return {
-    requests: okMs.length - missing,
+    successes: okMs.length - missing,
     errors: bad + missing + failed,
     ...(firstError === undefined ? {} : { firstError }),
     seconds: ms / 1000,
-    ...quantiles(okMs),
+    // The latencies of 2xx answers (a bodiless one among them cannot be told apart).
+    latencies: Float64Array.from(okMs),
   };
 }
 
-async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Counts> {
+async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Measured> {
   const script = join(dir, "request.lua");
-  await writeFile(script, wrkScript(req, Math.ceil(load.maxRequests)));
+  await writeFile(script, wrkScript(req, load.maxRequests));
   // wrk takes whole seconds only.
   const seconds = Math.max(1, Math.round(ms / 1000));
   const out = await generator(
     [
       "wrk",
       "--threads=1",
+      // h2load waits for every answer; wrk's default would count one slower than 2 s as an error.
+      "--timeout=10s",
       `--connections=${load.connections}`,
       `--duration=${seconds}s`,
       `--script=${script}`,
@@ -160,11 +162,10 @@ async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string
     short: number;
     socket: number;
     seconds: number;
-    p50: number;
-    p99: number;
-    status?: string;
+    status: string;
+    /** [µs, how many answers took that long] */
+    latency: [number, number][];
   };
-  const errors = s.bad + s.short + s.socket;
   const firstError =
     s.bad > 0
       ? `HTTP status ${s.status}`
@@ -173,19 +174,21 @@ async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string
         : s.socket > 0
           ? `${s.socket} socket error(s)`
           : undefined;
+  const latencies: number[] = [];
+  for (const [us, n] of s.latency) for (let i = 0; i < n; i++) latencies.push(us / 1000);
   return {
-    requests: s.ok,
-    errors,
+    successes: s.ok,
+    errors: s.bad + s.short + s.socket,
     ...(firstError === undefined ? {} : { firstError }),
     seconds: s.seconds,
-    p50Ms: s.p50 / 1000,
-    p99Ms: s.p99 / 1000,
+    latencies: Float64Array.from(latencies),
   };
 }
 
 // wrk keeps each thread's Lua state apart: counters live in the thread, and done() (in the main
-// state) collects them. wrk's own latency histogram covers every answer, good or not; with no
-// errors, as in every run worth reading, they are the same.
+// state) collects them. wrk's latency histogram (`latency(i)`: the i-th distinct µs value and how
+// many answers took it) covers every answer, good or
+// not; with no errors, as in every run worth reading, they are the same.
 function wrkScript(req: NativeRequest, maxRequests: number): string {
   const lua = (s: string) => {
     if (!/^[\x20-\x7e]*$/.test(s)) throw new Error(`wrk: only printable ASCII in requests, got ${s}`);
@@ -217,10 +220,14 @@ function done(summary, latency, requests)
     ok = ok + t:get("ok"); bad = bad + t:get("bad"); short = short + t:get("short")
     status = status or t:get("status")
   end
+  local buckets = {}
+  for i = 1, #latency do
+    buckets[i] = string.format("[%d,%d]", latency(i))
+  end
   local e = summary.errors
-  io.write(string.format('{"ok":%d,"bad":%d,"short":%d,"socket":%d,"seconds":%f,"p50":%d,"p99":%d,"status":"%s"}\\n',
-    ok, bad, short, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6,
-    latency:percentile(50), latency:percentile(99), status or ""))
+  io.write(string.format('{"ok":%d,"bad":%d,"short":%d,"socket":%d,"seconds":%f,"status":"%s","latency":[%s]}\\n',
+    ok, bad, short, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6, status or "",
+    table.concat(buckets, ",")))
 end
 `;
 }
@@ -229,12 +236,6 @@ function number(text: string, pattern: RegExp): number {
   const m = pattern.exec(text);
   if (!m?.[1]) throw new Error(`cannot read ${pattern} from:\n${text}`);
   return Number(m[1]);
-}
-
-function quantiles(ms: number[]): { p50Ms: number; p99Ms: number } {
-  const sorted = Float64Array.from(ms).sort();
-  const at = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? 0;
-  return { p50Ms: at(0.5), p99Ms: at(0.99) };
 }
 
 const TICKS_PER_SECOND = 100; // USER_HZ, fixed at 100 on Linux whatever the kernel's own HZ
