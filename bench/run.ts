@@ -17,6 +17,7 @@ import { commerceBench, hasCommerce } from "./lib/commerce.ts";
 import { gatewayBench } from "./lib/gateway.ts";
 import { identityBench, signIn } from "./lib/identity.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
+import { streamsBench } from "./lib/streams.ts";
 
 const quick = process.argv.includes("--quick");
 // `--only=gateway` runs the GetMe table alone; `--only=commerce` skips it and the identity part;
@@ -134,6 +135,15 @@ try {
       },
       load: budget,
       rounds: quick ? 1 : 2,
+      onClose: (close) => closers.push(close),
+    });
+    await streamsBench({
+      gateway: { url: gateway, pid: pids.gateway },
+      notify: { addr: `127.0.0.1:${ports.notify}`, pid: pids.notify },
+      meshSecret: secret("MESH_SECRET"),
+      token,
+      email,
+      streams: quick ? 1_000 : 10_000,
       onClose: (close) => closers.push(close),
     });
   }

@@ -1,0 +1,156 @@
+// Idle server streams through the gateway (issue 8, for chat): many WatchMyNotifications streams
+// of one user held open over gRPC, what each costs the gateway (and notify) in resident memory,
+// and how long one notification takes to reach every one of them. One user on purpose: a single
+// SendEmail to that user is then a burst of one message to each stream.
+
+import { readFile } from "node:fs/promises";
+import * as http2 from "node:http2";
+import { performance } from "node:perf_hooks";
+import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { createMeshCredentials, createServiceClient } from "@protomesh/platform";
+
+/** What the streams part needs from the run that started the mesh. */
+export interface StreamsContext {
+  gateway: { url: string; pid: number };
+  notify: { addr: string; pid: number };
+  meshSecret: string;
+  /** The signed-in user's access token and email. */
+  token: string;
+  email: string;
+  streams: number;
+  onClose(close: () => unknown): void;
+}
+
+// Per connection, as a browser's HTTP/2 connection holds about this many at most.
+const STREAMS_PER_SESSION = 100;
+// Bounds of the wait for every stream to be live end to end: one notification per try.
+const READY_TRIES = 20;
+const READY_WAIT_MS = 3_000;
+const BURST_WAIT_MS = 10_000;
+const BURST_P99_MS = 200;
+
+const WATCH = `/${NotifyService.typeName}/${NotifyService.method.watchMyNotifications.name}`;
+
+interface Watch {
+  /** Messages received so far. */
+  messages: number;
+  /** When the latest one arrived (performance.now()). */
+  lastAt: number;
+  ended?: string;
+}
+
+/** Opens the streams, measures memory per stream and one burst, prints the figures. */
+export async function streamsBench(ctx: StreamsContext): Promise<void> {
+  const notify = createServiceClient(NotifyService, ctx.notify.addr, {
+    mesh: createMeshCredentials(ctx.meshSecret, "bench"),
+  });
+  ctx.onClose(() => notify.close());
+  const userId = JSON.parse(Buffer.from(ctx.token.split(".")[1] ?? "", "base64url").toString()).sub as string;
+  let sent = 0;
+  const send = () =>
+    notify.sendEmail({
+      to: ctx.email,
+      subject: `Bench ${++sent}`,
+      text: "Bench message.",
+      userId,
+      kind: "bench",
+    });
+
+  const rssBefore = { gateway: await rssOf(ctx.gateway.pid), notify: await rssOf(ctx.notify.pid) };
+  const watches: Watch[] = [];
+  let changed = () => {};
+  for (let opened = 0; opened < ctx.streams; opened += STREAMS_PER_SESSION) {
+    const session = http2.connect(ctx.gateway.url);
+    session.on("error", () => {}); // every stream on it reports its own end
+    ctx.onClose(() => session.destroy());
+    for (let i = 0; i < Math.min(STREAMS_PER_SESSION, ctx.streams - opened); i++) {
+      const w: Watch = { messages: 0, lastAt: 0 };
+      watches.push(w);
+      const stream = session.request({
+        ":method": "POST",
+        ":path": WATCH,
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${ctx.token}`,
+      });
+      // An empty request: a frame header saying zero bytes.
+      stream.end(Buffer.alloc(5));
+      let pending = Buffer.alloc(0);
+      stream.on("data", (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+          pending = pending.subarray(5 + pending.readUInt32BE(1));
+          w.messages++;
+          w.lastAt = performance.now();
+        }
+        changed();
+      });
+      stream.on("trailers", (t) => {
+        w.ended = `grpc-status ${t["grpc-status"]} ${t["grpc-message"] ?? ""}`;
+      });
+      stream.on("close", () => {
+        w.ended ??= `closed (${stream.rstCode})`;
+        changed();
+      });
+    }
+  }
+  // Resolves once every stream has more than `counts[i]` messages (or ended), or after `ms`.
+  const allPast = (counts: number[], ms: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      changed = () => {
+        if (watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended)) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      };
+      changed();
+    });
+
+  // A stream is live once a message reached it: notify subscribes it only when the call gets
+  // there, so notifications are sent until every stream has had one.
+  let ready = false;
+  for (let i = 0; i < READY_TRIES && !ready; i++) {
+    await send();
+    ready = await allPast([], READY_WAIT_MS);
+  }
+  const live = watches.filter((w) => w.messages > 0 && !w.ended).length;
+  const rssAfter = { gateway: await rssOf(ctx.gateway.pid), notify: await rssOf(ctx.notify.pid) };
+
+  // The burst: one notification, delivered to every live stream.
+  const before = watches.map((w) => w.messages);
+  const t0 = performance.now();
+  await send();
+  await allPast(before, BURST_WAIT_MS);
+  const delays = watches
+    .filter((w, i) => w.messages > (before[i] ?? 0))
+    .map((w) => w.lastAt - t0)
+    .sort((a, b) => a - b);
+  const at = (q: number) => delays[Math.max(0, Math.ceil(q * delays.length) - 1)] ?? Number.NaN;
+  const perStream = (a: number, b: number) => (live > 0 ? ((a - b) / live / 1024).toFixed(1) : "n/a");
+  const ended = watches.find((w) => w.ended)?.ended;
+
+  console.log(
+    `\n## WatchMyNotifications: ${ctx.streams} idle streams of one user through the gateway (gRPC)\n`,
+  );
+  console.log(
+    "| streams | live | gateway RSS KiB/stream | notify RSS KiB/stream | burst delivered | p50 ms | p99 ms | max ms |",
+  );
+  console.log("|--:|--:|--:|--:|--:|--:|--:|--:|");
+  console.log(
+    `| ${ctx.streams} | ${live} | ${perStream(rssAfter.gateway, rssBefore.gateway)} | ${perStream(rssAfter.notify, rssBefore.notify)} | ${delays.length} | ${at(0.5).toFixed(1)} | ${at(0.99).toFixed(1)} | ${at(1).toFixed(1)} |`,
+  );
+  if (ended) console.log(`\n- a stream ended early: ${ended}`);
+  const met = delays.length === ctx.streams && at(0.99) <= BURST_P99_MS;
+  console.log(
+    `\nburst to every stream: p99 ${at(0.99).toFixed(1)} ms, ${delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}`,
+  );
+  console.log(
+    "(resident memory, not heap: the gateway exposes no heap figure to another process; it includes the HTTP/2 buffers of each stream)",
+  );
+}
+
+async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) * 1024;
+}
