@@ -37,6 +37,8 @@ export interface NativeLoad extends LoadBudget {
   streams: number;
   /** Processes whose CPU time is read before and after the measured run. */
   pids: Record<string, number>;
+  /** Requests per second in all, for a fixed-rate run (h2load only); unset, as fast as answered. */
+  rate?: number;
 }
 
 /** One measured run: its load result and the CPU seconds each process in `pids` spent in it. */
@@ -90,6 +92,7 @@ async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: str
     `--clients=${load.connections}`,
     `--max-concurrent-streams=${load.streams}`,
     `--duration=${ms}ms`,
+    ...(load.rate === undefined ? [] : [`--rps=${load.rate / load.connections}`]),
     ...Object.entries(req.headers).map(([k, v]) => `--header=${k}: ${v}`),
   ];
   if (req.body && req.body.length > 0) {
@@ -137,6 +140,7 @@ async function h2load(req: NativeRequest, load: NativeLoad, ms: number, dir: str
 }
 
 async function wrk(req: NativeRequest, load: NativeLoad, ms: number, dir: string): Promise<Measured> {
+  if (load.rate !== undefined) throw new Error("wrk: no fixed rate (that is wrk2, which Debian lacks)");
   const script = join(dir, "request.lua");
   await writeFile(script, wrkScript(req, load.maxRequests));
   // wrk takes whole seconds only.
