@@ -144,7 +144,6 @@ try {
       token,
       email,
       streams: quick ? 1_000 : 10_000,
-      onClose: (close) => closers.push(close),
     });
   }
   if (only === undefined) {

@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import * as http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
-import { createMeshCredentials, createServiceClient } from "@protomesh/platform";
+import { createMeshCredentials, createServiceClient, type ServiceClient } from "@protomesh/platform";
 
 /** What the streams part needs from the run that started the mesh. */
 export interface StreamsContext {
@@ -18,7 +18,6 @@ export interface StreamsContext {
   token: string;
   email: string;
   streams: number;
-  onClose(close: () => unknown): void;
 }
 
 // Per connection, as a browser's HTTP/2 connection holds about this many at most.
@@ -39,12 +38,27 @@ interface Watch {
   ended?: string;
 }
 
-/** Opens the streams, measures memory per stream and one burst, prints the figures. */
+/** Opens the streams, measures memory per stream and one burst, prints the figures, closes them. */
 export async function streamsBench(ctx: StreamsContext): Promise<void> {
   const notify = createServiceClient(NotifyService, ctx.notify.addr, {
     mesh: createMeshCredentials(ctx.meshSecret, "bench"),
   });
-  ctx.onClose(() => notify.close());
+  // Closed here, not at the end of the run: the parts after this one must not share the
+  // gateway with thousands of open streams.
+  const sessions: http2.ClientHttp2Session[] = [];
+  try {
+    await measure(ctx, notify, sessions);
+  } finally {
+    for (const session of sessions) session.destroy();
+    notify.close();
+  }
+}
+
+async function measure(
+  ctx: StreamsContext,
+  notify: ServiceClient<typeof NotifyService>,
+  sessions: http2.ClientHttp2Session[],
+): Promise<void> {
   const userId = JSON.parse(Buffer.from(ctx.token.split(".")[1] ?? "", "base64url").toString()).sub as string;
   let sent = 0;
   const send = () =>
@@ -62,7 +76,7 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
   for (let opened = 0; opened < ctx.streams; opened += STREAMS_PER_SESSION) {
     const session = http2.connect(ctx.gateway.url);
     session.on("error", () => {}); // every stream on it reports its own end
-    ctx.onClose(() => session.destroy());
+    sessions.push(session);
     for (let i = 0; i < Math.min(STREAMS_PER_SESSION, ctx.streams - opened); i++) {
       const w: Watch = { messages: 0, lastAt: 0 };
       watches.push(w);
