@@ -20,7 +20,7 @@ export interface StreamsContext {
   streams: number;
 }
 
-// Per connection, as a browser's HTTP/2 connection holds about this many at most.
+// Per connection: about what HTTP/2 servers commonly let one client open at once.
 const STREAMS_PER_SESSION = 100;
 // Bounds of the wait for every stream to be live end to end: one notification per try.
 const READY_TRIES = 20;
