@@ -1,10 +1,11 @@
 // `npm run bench`: GetMe through the gateway against its baselines (direct, nginx, a naive
-// forwarder) under native load; how long code mails take; sign-in
+// forwarder) under native load, and idle streams through it; how long code mails take; sign-in
 // throughput against the hashing limit, and GetMe while sign-ins saturate auth; and, when the
 // mesh has catalog and orders, PlaceOrder against the raw stock decrement and GET reads with the
 // gateway's cache on and off.
 // Everything runs on this machine in one go (services as separate processes, the load from this
-// one or from h2load and wrk), so the ratios hold on a noisy 2-core box even when the absolute numbers do not.
+// one or from h2load and wrk), so the ratios hold on a noisy 2-core box even when the absolute
+// numbers do not.
 // Every load loop is bounded by both a duration and a request count.
 import { availableParallelism, loadavg } from "node:os";
 import { createClient } from "@connectrpc/connect";
@@ -20,7 +21,7 @@ import { type StartedProcess, startProcess } from "./lib/procs.ts";
 import { streamsBench } from "./lib/streams.ts";
 
 const quick = process.argv.includes("--quick");
-// `--only=gateway` runs the GetMe table alone; `--only=commerce` skips it and the identity part;
+// `--only=gateway` runs the gateway's GetMe tables and streams alone; `--only=commerce` skips it and the identity part;
 // `--only=orders` also skips the catalog reads, leaving the stock decrement and PlaceOrder
 // (about a minute with --quick).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
