@@ -140,7 +140,11 @@ try {
     });
     await streamsBench({
       gateway: { url: gateway, pid: pids.gateway },
-      notify: { addr: `127.0.0.1:${ports.notify}`, pid: pids.notify },
+      notify: {
+        addr: `127.0.0.1:${ports.notify}`,
+        pid: pids.notify,
+        metricsUrl: `http://127.0.0.1:${metrics.notify}/metrics`,
+      },
       meshSecret: secret("MESH_SECRET"),
       token,
       email,
