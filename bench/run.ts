@@ -1,9 +1,11 @@
-// `npm run bench`: the gateway against its baselines; how long code mails take; sign-in
+// `npm run bench`: GetMe through the gateway against its baselines (direct, nginx, a naive
+// forwarder) under native load, and idle streams through it; how long code mails take; sign-in
 // throughput against the hashing limit, and GetMe while sign-ins saturate auth; and, when the
 // mesh has catalog and orders, PlaceOrder against the raw stock decrement and GET reads with the
 // gateway's cache on and off.
 // Everything runs on this machine in one go (services as separate processes, the load from this
-// one), so the ratios hold on a noisy 2-core box even when the absolute numbers do not.
+// one or from h2load and wrk), so the ratios hold on a noisy 2-core box even when the absolute
+// numbers do not.
 // Every load loop is bounded by both a duration and a request count.
 import { availableParallelism, loadavg } from "node:os";
 import { createClient } from "@connectrpc/connect";
@@ -11,24 +13,20 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { freePort, startNats, startPostgres, startSmtp } from "@protomesh/devkit";
 import { addressVariable, meshServices, randomSecrets, type ServiceName } from "@protomesh/mesh";
-import {
-  connectGrpcClient,
-  connectJsonClient,
-  type GetMeCall,
-  grpcJsClient,
-  grpcWebClient,
-} from "./lib/clients.ts";
+import { connectJsonClient } from "./lib/clients.ts";
 import { commerceBench, hasCommerce } from "./lib/commerce.ts";
+import { gatewayBench } from "./lib/gateway.ts";
 import { identityBench, signIn } from "./lib/identity.ts";
-import { formatTable, type LoadResult, runLoad } from "./lib/load.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
+import { streamsBench } from "./lib/streams.ts";
 
 const quick = process.argv.includes("--quick");
-// `--only=commerce` skips the GetMe and identity parts; `--only=orders` also skips the catalog
-// reads, leaving the stock decrement and PlaceOrder (about a minute with --quick).
+// `--only=gateway` runs the gateway's GetMe tables and streams alone; `--only=commerce` skips it and the identity part;
+// `--only=orders` also skips the catalog reads, leaving the stock decrement and PlaceOrder
+// (about a minute with --quick).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-if (only !== undefined && only !== "commerce" && only !== "orders") {
-  throw new Error(`--only=${only}: expected commerce or orders`);
+if (only !== undefined && only !== "gateway" && only !== "commerce" && only !== "orders") {
+  throw new Error(`--only=${only}: expected gateway, commerce or orders`);
 }
 const DURATION_MS = quick ? 2_000 : 6_000;
 const WARMUP_MS = quick ? 500 : 1_500;
@@ -43,16 +41,6 @@ const PASSWORD = "correct horse battery";
 const procs: StartedProcess[] = [];
 const closers: Array<() => unknown> = [];
 const infra: Array<{ stop(): Promise<void> }> = [];
-
-const load = (name: string, call: () => Promise<unknown>, concurrency = CONCURRENCY) =>
-  runLoad({
-    name,
-    concurrency,
-    durationMs: DURATION_MS,
-    warmupMs: WARMUP_MS,
-    maxRequests: MAX_REQUESTS,
-    call,
-  });
 
 // The machine may be shared: its load says how far to trust the absolute figures.
 const load1 = () => loadavg()[0]?.toFixed(1);
@@ -87,8 +75,15 @@ try {
     BCRYPT_THREADS: String(cores),
     HASH_QUEUE_PER_CLIENT: "1000",
   };
+  // Whose CPU time the gateway table reads.
+  const pids = {} as Record<ServiceName | "gateway", number>;
+  const started = (name: ServiceName | "gateway", p: StartedProcess) => {
+    procs.push(p);
+    pids[name] = p.pid;
+  };
   for (const svc of meshServices) {
-    procs.push(
+    started(
+      svc.name,
       await startProcess(`services/${svc.name}/src/main.ts`, {
         ...common,
         MESH_SECRET: secret("MESH_SECRET"),
@@ -110,7 +105,8 @@ try {
     RATE_LIMIT_STRICT_IP_PER_MINUTE: "100000000",
     RATE_LIMIT_STRICT_USER_PER_MINUTE: "100000000",
   };
-  procs.push(
+  started(
+    "gateway",
     await startProcess("gateway/src/main.ts", {
       ...common,
       ...highLimits,
@@ -119,81 +115,65 @@ try {
       LOG_LEVEL: "info",
     }),
   );
-  const echo = await startProcess("bench/servers/echo.ts", {});
-  const forwarder = await startProcess("bench/servers/naive-forwarder.ts", {
-    ECHO_URL: `http://127.0.0.1:${echo.port}`,
-  });
-  // The same gateway code routed to the echo: compares the two forwarders on equal footing.
-  const gatewayToEcho = await startProcess("gateway/src/main.ts", {
-    ...common,
-    ...highLimits,
-    PORT: "0",
-    USER_ADDR: `127.0.0.1:${echo.port}`,
-    ACCESS_LOG: "off",
-    LOG_LEVEL: "info",
-  });
-  procs.push(echo, forwarder, gatewayToEcho);
-
   const gateway = `http://127.0.0.1:${ports.gateway}`;
   const auth = createClient(AuthService, createConnectTransport({ baseUrl: gateway, httpVersion: "1.1" }));
   const email = `bench-${runId}@example.com`;
   await auth.signUp({ email, password: PASSWORD, displayName: "Bench" });
-  const headers = { authorization: `Bearer ${await signIn(auth, email, PASSWORD)}` };
+  const token = await signIn(auth, email, PASSWORD);
+  const headers = { authorization: `Bearer ${token}` };
+  const budget = { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS };
 
-  const client = (c: GetMeCall) => {
-    closers.push(() => c.close());
-    return c;
-  };
-  const targets: [string, GetMeCall][] = [
-    ["bare grpc-js echo (ceiling)", client(grpcJsClient(`127.0.0.1:${echo.port}`))],
-    [
-      "naive connect-node forwarder, Connect JSON/1.1",
-      client(connectJsonClient(`http://127.0.0.1:${forwarder.port}`, { headers })),
-    ],
-    [
-      "gateway → echo, Connect JSON/1.1",
-      client(connectJsonClient(`http://127.0.0.1:${gatewayToEcho.port}`, { headers })),
-    ],
-    ["user direct, grpc-js", client(grpcJsClient(`127.0.0.1:${ports.user}`, { headers }))],
-    ["gateway, Connect JSON over HTTP/1.1", client(connectJsonClient(gateway, { headers }))],
-    ["gateway, gRPC-web over HTTP/1.1", client(grpcWebClient(gateway, { headers }))],
-    ["gateway, gRPC over HTTP/2", client(connectGrpcClient(gateway, { headers }))],
-  ];
-  if (!only) {
-    const results: LoadResult[] = [];
-    for (const [name, call] of targets) {
-      results.push(await load(name, call));
-      console.error(`measured: ${name}`);
-    }
-    console.log(`\n## GetMe, concurrency ${CONCURRENCY}, ${DURATION_MS / 1000} s each\n`);
-    console.log(formatTable(results, targets[0]?.[0]));
-    const rps = (i: number) => results[i]?.rps ?? 0;
-    console.log(
-      `\ngateway → echo / naive forwarder → echo (both Connect JSON): ${(rps(2) / rps(1)).toFixed(2)}× (target ≥ 1.00)`,
-    );
-    console.log(`gateway → user (Connect JSON) / user direct (grpc-js): ${(rps(4) / rps(3)).toFixed(2)}×`);
-    console.log(
-      `gateway → user (gRPC over HTTP/2) / user direct (grpc-js): ${(rps(6) / rps(3)).toFixed(2)}×`,
-    );
-
+  if (only === undefined || only === "gateway") {
+    await gatewayBench({
+      token,
+      email,
+      user: { addr: `127.0.0.1:${ports.user}`, pid: pids.user },
+      gateway: { url: gateway, pid: pids.gateway },
+      startServer: async (entry, env) => {
+        const started = await startProcess(entry, env);
+        procs.push(started);
+        return started;
+      },
+      load: budget,
+      rounds: quick ? 1 : 2,
+      onClose: (close) => closers.push(close),
+    });
+    await streamsBench({
+      gateway: { url: gateway, pid: pids.gateway },
+      notify: {
+        addr: `127.0.0.1:${ports.notify}`,
+        pid: pids.notify,
+        metricsUrl: `http://127.0.0.1:${metrics.notify}/metrics`,
+      },
+      meshSecret: secret("MESH_SECRET"),
+      token,
+      email,
+      streams: quick ? 1_000 : 10_000,
+    });
+  }
+  if (only === undefined) {
+    const getMe = connectJsonClient(gateway, { headers });
+    closers.push(() => getMe.close());
     await identityBench({
       auth,
       smtp,
-      getMe: client(connectJsonClient(gateway, { headers })),
+      getMe,
       authMetricsUrl: `http://127.0.0.1:${metrics.auth}/metrics`,
       authDatabaseUrl: await pg.createDatabase("protomesh_auth"),
       cores,
       bcryptCost: BCRYPT_COST,
       rounds: quick ? 1 : 3,
       mailSamples: quick ? 8 : 20,
-      load: { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS },
+      load: budget,
       runId,
       password: PASSWORD,
       onClose: (close) => closers.push(close),
     });
   }
 
-  if (hasCommerce(meshServices)) {
+  if (only === "gateway") {
+    // The gateway figures only.
+  } else if (hasCommerce(meshServices)) {
     await commerceBench({
       gatewayUrl: gateway,
       startGateway: async (env) => {
@@ -212,7 +192,7 @@ try {
       meshSecret: secret("MESH_SECRET"),
       smtp,
       createDatabase: (name) => pg.createDatabase(name),
-      load: { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS },
+      load: budget,
       readConcurrency: CONCURRENCY,
       rounds: quick ? 1 : 2,
       reads: only !== "orders",

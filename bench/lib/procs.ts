@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url";
 /** A started child server: the port it announced and a way to stop it. */
 export interface StartedProcess {
   port: number;
+  /** The server's own process (node, not a wrapper): its CPU time is the server's. */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -108,7 +110,7 @@ export function startProcess(
       if (port === undefined) return;
       settled = true;
       clearTimeout(timer);
-      resolve({ port, stop });
+      resolve({ port, pid: child.pid as number, stop });
     });
     child.once("error", (err) => fail(`spawn failed: ${err.message}`));
     child.once("exit", (code, signal) => fail(`exited before listening (code ${code}, signal ${signal})`));

@@ -16,7 +16,15 @@ export function ensureCommand(command: string, aptPackage: string): void {
   }
   console.error(`installing ${aptPackage} with apt-get…`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  execFileSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-  execFileSync("apt-get", ["install", "-y", "-qq", aptPackage], { stdio: "inherit", env });
+  const install = () =>
+    execFileSync("apt-get", ["install", "-y", "-qq", aptPackage], { stdio: "inherit", env });
+  // The package lists are refreshed only when they do not know the package (a fresh machine) or
+  // name a version the mirror no longer has: one update per missing tool would cost minutes.
+  try {
+    install();
+  } catch {
+    execFileSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
+    install();
+  }
   if (!hasCommand(command)) throw new Error(`${command} is still missing after installing ${aptPackage}`);
 }
