@@ -1,0 +1,98 @@
+// Presence over two (and a third, killed) chat replicas: a user is online while they have an
+// open Subscribe on any replica, and a crashed replica's users go offline within the TTL.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { freePort } from "@protomesh/devkit";
+import { type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
+import { type Chat, chatAs, newId, people, startChat, subscribe } from "./helpers.ts";
+
+const TTL_S = 3;
+let mesh: Mesh;
+let addrA: string;
+let addrB: string;
+let crowd: TestAccount[];
+const clients: Array<{ close(): void }> = [];
+
+before(async () => {
+  const started = await startChat({ chat: { CHAT_PRESENCE_TTL_S: String(TTL_S) } });
+  mesh = started.mesh;
+  addrA = started.a;
+  addrB = started.addrB;
+  crowd = await people(mesh, 8);
+});
+after(async () => {
+  for (const c of clients) c.close();
+  await mesh?.stop();
+});
+
+function client(addr: string, who: TestAccount): Chat {
+  const c = chatAs(addr, who);
+  clients.push(c);
+  return c;
+}
+
+/** Two people who have written to each other (presence is for contacts). */
+async function pair(): Promise<[TestAccount, TestAccount]> {
+  const [x, y] = [crowd.pop(), crowd.pop()];
+  if (!x || !y) throw new Error("more people needed: raise the count in before()");
+  await client(addrA, x).sendMessage({
+    to: { case: "recipientId", value: y.userId },
+    text: "hi",
+    clientMessageId: newId(),
+  });
+  return [x, y];
+}
+
+const isOnline = async (asker: Chat, userId: string) =>
+  (await asker.getPresence({ userIds: [userId] })).presences[0]?.online ?? false;
+
+test("a user is online while a Subscribe is open on any replica, and offline once the last one closes", async () => {
+  const [alice, bob] = await pair();
+  const bobAsks = client(addrA, bob);
+  assert.equal(await isOnline(bobAsks, alice.userId), false);
+  const onB = await subscribe(client(addrB, alice));
+  const onA = await subscribe(client(addrA, alice));
+  assert.equal(await isOnline(bobAsks, alice.userId), true, "online with streams on B and A");
+  onB.close();
+  // Still online through A: B's close must not take A's stream with it.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(await isOnline(bobAsks, alice.userId), true, "online through A after B's stream closed");
+  onA.close();
+  await waitUntil(
+    async () => !(await isOnline(bobAsks, alice.userId)),
+    2_000,
+    "offline after the last close",
+  );
+});
+
+test("strangers read as offline", async () => {
+  const [alice] = await pair();
+  const stranger = crowd.pop();
+  if (!stranger) throw new Error("more people needed");
+  const stream = await subscribe(client(addrA, alice));
+  try {
+    assert.equal(await isOnline(client(addrB, stranger), alice.userId), false);
+  } finally {
+    stream.close();
+  }
+});
+
+test("a replica killed with open streams: its users are offline within the presence TTL", async () => {
+  const [alice, bob] = await pair();
+  const port = await freePort();
+  const doomed = await mesh.start("chat", { env: { PORT: String(port) } });
+  const stream = await subscribe(client(`127.0.0.1:${port}`, alice));
+  const bobAsks = client(addrA, bob);
+  assert.equal(await isOnline(bobAsks, alice.userId), true);
+  await doomed.kill();
+  stream.close();
+  // A crash deletes nothing: the claim lives on until it expires.
+  assert.equal(await isOnline(bobAsks, alice.userId), true, "still online just after the crash");
+  const killedAt = Date.now();
+  await waitUntil(
+    async () => !(await isOnline(bobAsks, alice.userId)),
+    TTL_S * 1000 * 3,
+    "offline after the TTL",
+  );
+  assert.ok(Date.now() - killedAt <= TTL_S * 1000 * 2, "within about the TTL");
+});
