@@ -1,10 +1,13 @@
 // Presence over two (and a third, killed) chat replicas: a user is online while they have an
-// open Subscribe on any replica, and a crashed replica's users go offline within the TTL.
+// open Subscribe on any replica, and a crashed replica's users go offline within the TTL. And
+// what a lost live notice costs: a heartbeat's wait (1 s here), never the message.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { freePort } from "@protomesh/devkit";
 import { type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
-import { type Chat, chatAs, newId, people, startChat, subscribe } from "./helpers.ts";
+import { type Chat, chatAs, chatDb, newId, people, startChat, subscribe } from "./helpers.ts";
 
 const TTL_S = 3;
 let mesh: Mesh;
@@ -18,7 +21,7 @@ before(async () => {
   mesh = started.mesh;
   addrA = started.a;
   addrB = started.addrB;
-  crowd = await people(mesh, 8);
+  crowd = await people(mesh, 10);
 });
 after(async () => {
   for (const c of clients) c.close();
@@ -95,4 +98,36 @@ test("a replica killed with open streams: its users are offline within the prese
     "offline after the TTL",
   );
   assert.ok(Date.now() - killedAt <= TTL_S * 1000 * 2, "within about the TTL");
+});
+
+test("an event whose live notice was lost reaches the subscriber from the log within a heartbeat", async () => {
+  const [alice] = await pair();
+  const stream = await subscribe(client(addrA, alice));
+  try {
+    // Committed to the log as SendMessage would, but no notice goes out (as if NATS lost it).
+    const [head] = await chatDb<{ seq: string }>(
+      mesh,
+      `INSERT INTO user_heads (user_id, seq) VALUES ($1, 1)
+       ON CONFLICT (user_id) DO UPDATE SET seq = user_heads.seq + 1 RETURNING seq::text AS seq`,
+      [alice.userId],
+    );
+    const seq = BigInt(head?.seq ?? 0);
+    const payload = toBinary(
+      SubscribeResponseSchema,
+      create(SubscribeResponseSchema, {
+        seq,
+        event: { case: "message", value: { id: newId(), text: "lost" } },
+      }),
+    );
+    await chatDb(mesh, "INSERT INTO user_events (user_id, seq, payload) VALUES ($1, $2, $3)", [
+      alice.userId,
+      String(seq),
+      Buffer.from(payload),
+    ]);
+    const got = await stream.next("the event", undefined, 5_000);
+    assert.equal(got.seq, seq);
+    assert.equal(got.event.case === "message" && got.event.value.text, "lost");
+  } finally {
+    stream.close();
+  }
 });
