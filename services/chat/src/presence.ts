@@ -11,6 +11,8 @@ import type { KV } from "nats";
 export function createPresence(opts: { bucket: string; ttlMs: number; log: Logger }) {
   const replica = randomUUID().replaceAll("-", "");
   const open = new Map<string, number>();
+  /** Users whose last stream here ended because the replica stops: offline at a graceful detach. */
+  const stopped = new Set<string>();
   let kv: KV | undefined;
   const keyOf = (userId: string) => `${userId}.${replica}`;
   const put = (userId: string) =>
@@ -36,7 +38,8 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
     },
     /** A graceful stop: this replica's users are offline now (unless another replica has them). */
     async detach() {
-      await Promise.all([...open.keys()].map(remove));
+      await Promise.all([...open.keys(), ...stopped].map(remove));
+      stopped.clear();
       kv = undefined;
     },
   };
@@ -51,8 +54,8 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
       if (n === 1) await put(userId);
     },
     /**
-     * A stream of the user closed. `crash` (the replica is being killed or stops): the key is
-     * left to a graceful detach or to expire, as it would be if the process died.
+     * A stream of the user closed. `stopping` (the replica stops or is killed): the key is left
+     * to the graceful detach, or to expire if the process dies.
      */
     leave(userId: string, stopping: boolean): void {
       const n = (open.get(userId) ?? 1) - 1;
@@ -61,7 +64,8 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
         return;
       }
       open.delete(userId);
-      if (!stopping) void remove(userId);
+      if (stopping) stopped.add(userId);
+      else void remove(userId);
     },
     /** Whether the user has a stream open here. */
     isLocal: (userId: string) => open.has(userId),

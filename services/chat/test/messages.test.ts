@@ -20,7 +20,7 @@ before(async () => {
   mesh = started.mesh;
   addrA = started.a;
   addrB = started.addrB;
-  crowd = await people(mesh, 20);
+  crowd = await people(mesh, 24);
 });
 after(async () => {
   for (const c of clients) c.close();
@@ -302,4 +302,27 @@ test("a deleted account's messages go and its conversations disappear for it; no
     Code.NotFound,
     "writing to a deleted account",
   );
+});
+
+test("ListMessages pages backwards from the newest, and its pages stay put while new messages arrive", async () => {
+  const alice = next();
+  const bob = next();
+  let conversationId = "";
+  for (let i = 1; i <= 5; i++) conversationId = (await send(alice.a, bob.who, `m${i}`)).conversationId;
+  const texts = (r: { messages: Message[] }) => r.messages.map((m) => m.text);
+  const first = await bob.a.listMessages({ conversationId, pageSize: 2 });
+  assert.deepEqual(texts(first), ["m5", "m4"]);
+  await send(alice.b, bob.who, "m6");
+  const second = await bob.b.listMessages({ conversationId, pageSize: 2, pageToken: first.nextPageToken });
+  assert.deepEqual(texts(second), ["m3", "m2"]);
+  const third = await bob.a.listMessages({ conversationId, pageSize: 2, pageToken: second.nextPageToken });
+  assert.deepEqual(texts(third), ["m1"]);
+  assert.equal(third.nextPageToken, "");
+});
+
+test("Subscribe after a seq beyond the newest event is OUT_OF_RANGE", async () => {
+  const alice = next();
+  const stream = await subscribe(alice.a);
+  stream.close();
+  await assertCode(alice.b.subscribe({ afterSeq: 1_000n }), Code.OutOfRange, "after_seq beyond the head");
 });

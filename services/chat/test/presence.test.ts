@@ -21,7 +21,7 @@ before(async () => {
   mesh = started.mesh;
   addrA = started.a;
   addrB = started.addrB;
-  crowd = await people(mesh, 10);
+  crowd = await people(mesh, 12);
 });
 after(async () => {
   for (const c of clients) c.close();
@@ -98,6 +98,18 @@ test("a replica killed with open streams: its users are offline within the prese
     "offline after the TTL",
   );
   assert.ok(Date.now() - killedAt <= TTL_S * 1000 * 2, "within about the TTL");
+});
+
+test("a replica that stops gracefully takes its users offline at once, not after the TTL", async () => {
+  const [alice, bob] = await pair();
+  const port = await freePort();
+  const leaving = await mesh.start("chat", { env: { PORT: String(port) } });
+  const stream = await subscribe(client(`127.0.0.1:${port}`, alice));
+  const bobAsks = client(addrA, bob);
+  assert.equal(await isOnline(bobAsks, alice.userId), true);
+  await leaving.stop();
+  stream.close();
+  assert.equal(await isOnline(bobAsks, alice.userId), false);
 });
 
 test("an event whose live notice was lost reaches the subscriber from the log within a heartbeat", async () => {
