@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import {
   create,
   type DescMessage,
@@ -474,6 +475,8 @@ export function startConsumer(
     } catch {}
   };
   const stopping = new AbortController();
+  // Every held event may wait on it (a delay, a retry's backoff): not a leak.
+  setMaxListeners(holdLimit + concurrency + 8, stopping.signal);
   let running = 0;
   let held = 0;
   const runnable: Job[] = [];

@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import { type Logger, type NatsConnection, type NatsPart, periodic } from "@protomesh/platform";
 import type { KV } from "nats";
 
+const DIRECT = new TextEncoder();
+
 /**
  * Who is online: a user with an open Subscribe on any replica. Each replica counts its own
  * streams per user and keeps one NATS KV key per user it serves (`<user>.<replica>`), put when
@@ -14,10 +16,41 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
   /** Users whose last stream here ended because the replica stops: offline at a graceful detach. */
   const stopped = new Set<string>();
   let kv: KV | undefined;
+  let conn: NatsConnection | undefined;
   const keyOf = (userId: string) => `${userId}.${replica}`;
   const put = (userId: string) =>
     kv?.put(keyOf(userId), "").catch((err: unknown) => opts.log.warn({ err }, "presence not recorded"));
   const remove = (userId: string) => kv?.delete(keyOf(userId)).catch(() => {});
+
+  /**
+   * Whether any replica holds a live key for the user: direct gets of the next message on
+   * `<user>.*` (one round trip each, no consumer), skipping deletion markers. Expired keys are
+   * gone from the stream.
+   */
+  const heldAnywhere = async (userId: string): Promise<boolean> => {
+    const nc = conn;
+    if (!nc) return false;
+    let seq = 0;
+    // A few replicas at most: each one's key is one message.
+    for (let i = 0; i < 64; i++) {
+      const query = JSON.stringify({ seq, next_by_subj: `$KV.${opts.bucket}.${userId}.*` });
+      let found: Awaited<ReturnType<NatsConnection["request"]>>;
+      try {
+        found = await nc.request(`$JS.API.DIRECT.GET.KV_${opts.bucket}`, DIRECT.encode(query), {
+          timeout: 2_000,
+        });
+      } catch (err) {
+        // NATS is away: offline as far as we can tell.
+        opts.log.debug({ err }, "presence lookup failed");
+        return false;
+      }
+      // 404: nothing (more) under the user.
+      if (found.headers?.hasError) return false;
+      if (!found.headers?.get("KV-Operation")) return true;
+      seq = Number(found.headers.get("Nats-Sequence")) + 1;
+    }
+    return false;
+  };
 
   const refresher = periodic({
     what: "presence refresh",
@@ -33,7 +66,8 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
 
   const part: NatsPart = {
     async attach(nc: NatsConnection) {
-      kv = await nc.jetstream().views.kv(opts.bucket, { ttl: opts.ttlMs, history: 1 });
+      kv = await nc.jetstream().views.kv(opts.bucket, { ttl: opts.ttlMs, history: 1, allow_direct: true });
+      conn = nc;
       await Promise.all([...open.keys()].map(put));
     },
     /** A graceful stop: this replica's users are offline now (unless another replica has them). */
@@ -41,6 +75,7 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
       await Promise.all([...open.keys(), ...stopped].map(remove));
       stopped.clear();
       kv = undefined;
+      conn = undefined;
     },
   };
 
@@ -71,11 +106,8 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
     isLocal: (userId: string) => open.has(userId),
     /** Which of the users are online on any replica; all offline while NATS is away. */
     async online(userIds: string[]): Promise<Set<string>> {
-      const found = new Set(userIds.filter((id) => open.has(id)));
-      const rest = userIds.filter((id) => !found.has(id));
-      if (!kv || rest.length === 0) return found;
-      for await (const key of await kv.keys(rest.map((id) => `${id}.*`))) found.add(key.split(".")[0] ?? "");
-      return found;
+      const held = await Promise.all(userIds.map(async (id) => open.has(id) || (await heldAnywhere(id))));
+      return new Set(userIds.filter((_, i) => held[i]));
     },
   };
 }
