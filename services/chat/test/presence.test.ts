@@ -4,9 +4,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { freePort } from "@protomesh/devkit";
-import { type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
+import { assertCode, type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
 import { type Chat, chatAs, chatDb, newId, people, startChat, subscribe } from "./helpers.ts";
 
 const TTL_S = 3;
@@ -108,7 +109,12 @@ test("a replica that stops gracefully takes its users offline at once, not after
   const bobAsks = client(addrA, bob);
   assert.equal(await isOnline(bobAsks, alice.userId), true);
   await leaving.stop();
-  stream.close();
+  // The stream ended with UNAVAILABLE: the client reconnects (to another replica) with its seq.
+  await assertCode(
+    stream.next("the end", () => false),
+    Code.Unavailable,
+    "a stream of a stopping replica",
+  );
   assert.equal(await isOnline(bobAsks, alice.userId), false);
 });
 

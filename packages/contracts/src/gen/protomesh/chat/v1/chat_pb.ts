@@ -625,8 +625,9 @@ export const ChatService: GenService<{
    * with the caller's sequence number (1, 2, 3… per user, no gaps). With after_seq set, the
    * events after it are replayed first, then live ones follow, with no gap and no duplicate;
    * with after_seq 0, only events from now on. A heartbeat (carrying the last sequence sent)
-   * follows the replay at once and then every idle interval. A user with an open Subscribe on
-   * any replica is online.
+   * follows the replay at once, so the client knows it is live, and then comes at a fixed
+   * interval (15 s by default) to keep the stream alive through proxies. A user with an open
+   * Subscribe on any replica is online.
    * USER. Errors: OUT_OF_RANGE (after_seq is older than the kept history: reload with
    * ListConversations and subscribe with after_seq 0, or is beyond the newest event),
    * RESOURCE_EXHAUSTED (the stream fell too far behind: reconnect), UNAVAILABLE (the server
