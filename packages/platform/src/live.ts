@@ -58,6 +58,10 @@ export function createLiveFeed(opts: { subject: string; queueLimit?: number }) {
         // Closed or draining: listeners find the change in the database.
       }
     },
+    /** Hands a notice to the key's listeners on this replica only (e.g. a check of its own). */
+    publishLocal(key: string, data: Uint8Array): void {
+      hub.publish(key, data);
+    },
     /**
      * Notices for the key from the moment this resolves (the subscription is known to NATS by
      * then), queued until iterated; ends when the signal aborts.

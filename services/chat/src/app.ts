@@ -15,6 +15,7 @@ import {
 import { createChatHandlers } from "./chat-service.ts";
 import { type ChatConfig, readChatConfig } from "./config.ts";
 import { createAccountDeletions } from "./consumers/account-deletions.ts";
+import { encodeHead } from "./convert.ts";
 import { createPgChatStore } from "./pg-chat-store.ts";
 import { createPresence } from "./presence.ts";
 
@@ -42,6 +43,18 @@ export function createChatService(config: ChatConfig): ServiceSpec {
           while (!signal.aborted && (await store.pruneEvents(config.eventRetentionDays)) > 0);
         },
       });
+      // Every heartbeat interval, one query for the heads of every user with a stream here: a
+      // stream behind its head (a notice was lost) reads the log. A lost notice costs latency.
+      const headCheck = periodic({
+        what: "chat head check",
+        intervalMs: config.heartbeatS * 1000,
+        log,
+        async task() {
+          const users = [...live.keys()];
+          if (users.length === 0) return;
+          for (const { userId, seq } of await store.heads(users)) live.publishLocal(userId, encodeHead(seq));
+        },
+      });
       const handlers = createChatHandlers({
         store,
         users,
@@ -54,7 +67,7 @@ export function createChatService(config: ChatConfig): ServiceSpec {
         services: [bindService(ChatService, handlers)],
         consumers: [createAccountDeletions(store)],
         nats: [live, presence.nats],
-        workers: [presence.worker, pruning],
+        workers: [presence.worker, pruning, headCheck],
         close: async () => users.close(),
       };
     },

@@ -201,8 +201,6 @@ export function createChatHandlers(deps: {
           const got = await Promise.race([next, tick]);
           if (got === "stop") return;
           if (got === "tick") {
-            // A notice lost on the way costs at most one interval: the log has the event.
-            yield* catchUp();
             yield heartbeat();
             tick = delay(deps.heartbeatMs, "tick" as const, { signal }).catch(() => "stop" as const);
             continue;
@@ -211,7 +209,10 @@ export function createChatHandlers(deps: {
           next = notices.next();
           const event = fromBinary(SubscribeResponseSchema, got.value);
           if (event.seq <= last) continue;
-          if (event.seq === last + 1n) {
+          // The replica's periodic look at the heads: events whose notice never came.
+          if (event.event.case === "heartbeat") {
+            yield* catchUp(event.seq);
+          } else if (event.seq === last + 1n) {
             last = event.seq;
             yield event;
           } else {

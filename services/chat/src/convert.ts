@@ -93,3 +93,10 @@ export const toMessagesRead = (r: ReadRecord): MessageInitShape<typeof MessagesR
   position: r.position,
   occurTime: timestampFromDate(r.readAt),
 });
+
+/** A user's newest seq, as a notice a stream compares with the last seq it sent. */
+export const encodeHead = (seq: bigint): Uint8Array =>
+  toBinary(
+    SubscribeResponseSchema,
+    create(SubscribeResponseSchema, { seq, event: { case: "heartbeat", value: {} } }),
+  );

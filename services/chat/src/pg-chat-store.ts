@@ -331,6 +331,15 @@ export function createPgChatStore(pool: Pool) {
       return rows.map((r) => ({ userId, seq: BigInt(r.seq), payload: r.payload }));
     },
 
+    /** The newest seq of each of the users that has one. */
+    async heads(userIds: string[]): Promise<Array<{ userId: string; seq: bigint }>> {
+      const { rows } = await pool.query<{ user_id: string; seq: string }>(
+        "SELECT user_id, seq::text AS seq FROM user_heads WHERE user_id = ANY($1::uuid[])",
+        [userIds],
+      );
+      return rows.map((r) => ({ userId: r.user_id, seq: BigInt(r.seq) }));
+    },
+
     /** A user's newest seq (0 before any event) and the oldest one still kept. */
     async history(userId: string): Promise<{ head: bigint; oldest: bigint }> {
       const { rows } = await pool.query<{ head: string | null; oldest: string | null }>({
@@ -350,6 +359,8 @@ export function createPgChatStore(pool: Pool) {
      */
     async deleteUser(tx: Tx, userId: string): Promise<void> {
       await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [userId]);
+      // Its log head before its peers' rows, as a MarkRead takes them: no deadlock with one.
+      await tx.query("SELECT 1 FROM user_heads WHERE user_id = $1 FOR UPDATE", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
       await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
       await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
