@@ -2,41 +2,20 @@
 // one per conversation per quiet period, never for a message read in the meantime.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { type Mesh, mailsTo, query, type TestAccount, waitUntil } from "@protomesh/testkit";
-import { type Chat, chatAs, newId, people, startChat, subscribe } from "./helpers.ts";
+import { type Mesh, mailsTo, query, waitUntil } from "@protomesh/testkit";
+import { type ChatFixture, chatFixture, send, subscribe } from "./helpers.ts";
 
 const SUBJECT = "New message from Test User";
+let chat: ChatFixture;
 let mesh: Mesh;
-let addrA: string;
-let addrB: string;
-let crowd: TestAccount[];
-const clients: Array<{ close(): void }> = [];
 
 before(async () => {
-  const started = await startChat({
-    notify: { CHAT_EMAIL_DELAY_MS: "2000", CHAT_EMAIL_QUIET_S: "600" },
-  });
-  mesh = started.mesh;
-  addrA = started.a;
-  addrB = started.addrB;
-  crowd = await people(mesh, 8);
+  chat = await chatFixture({ notify: { CHAT_EMAIL_DELAY_MS: "2000", CHAT_EMAIL_QUIET_S: "600" } }, 8);
+  mesh = chat.mesh;
 });
-after(async () => {
-  for (const c of clients) c.close();
-  await mesh?.stop();
-});
+after(() => chat?.stop());
 
-function next(): { who: TestAccount; a: Chat; b: Chat } {
-  const who = crowd.pop();
-  if (!who) throw new Error("more people needed: raise the count in before()");
-  const a = chatAs(addrA, who);
-  const b = chatAs(addrB, who);
-  clients.push(a, b);
-  return { who, a, b };
-}
-
-const send = (from: Chat, to: TestAccount, text: string) =>
-  from.sendMessage({ to: { case: "recipientId", value: to.userId }, text, clientMessageId: newId() });
+const next = () => chat.next();
 
 /** MessageSent events notify has decided about so far. */
 const decided = async () =>
@@ -88,8 +67,8 @@ test("a message read before notify decides sends no email", async () => {
   const erin = next();
   const frank = next();
   await andDecided(1, async () => {
-    const { message } = await send(frank.a, erin.who, "read me quickly");
-    await erin.b.markRead({ conversationId: message?.conversationId ?? "", messageId: message?.id ?? "" });
+    const message = await send(frank.a, erin.who, "read me quickly");
+    await erin.b.markRead({ conversationId: message.conversationId, messageId: message.id });
   });
   assert.equal(mailsTo(mesh, erin.who.email, SUBJECT).length, 0);
 });

@@ -20,7 +20,7 @@ import {
 export type Chat = ServiceClient<typeof ChatService>;
 
 /** A mesh for chat: auth, user, otp, notify and two chat replicas, no gateway. */
-export async function startChat(env: MeshOptions["env"] = {}): Promise<{
+async function startChat(env: MeshOptions["env"] = {}): Promise<{
   mesh: Mesh;
   a: string;
   b: RunningService;
@@ -42,7 +42,7 @@ export async function startChat(env: MeshOptions["env"] = {}): Promise<{
 }
 
 /** `count` people signed in at auth over gRPC, 8 at a time (auth queues 8 hashes per address). */
-export async function people(mesh: Mesh, count: number): Promise<TestAccount[]> {
+async function people(mesh: Mesh, count: number): Promise<TestAccount[]> {
   const auth = gatewayClient(AuthService, `http://${mesh.addr("auth")}`, "grpc");
   const all: TestAccount[] = [];
   while (all.length < count) {
@@ -104,3 +104,61 @@ export const newId = () => crypto.randomUUID();
 /** The message an event carries, if it carries one. */
 export const messageOf = (e: SubscribeResponse): Message | undefined =>
   e.event.case === "message" ? e.event.value : undefined;
+
+/** A person of one test, with a client of each replica. */
+export interface Person {
+  who: TestAccount;
+  a: Chat;
+  b: Chat;
+}
+
+/**
+ * What a test file shares: the mesh with chat replicas A and B, `count` people signed in, and
+ * clients closed with the mesh.
+ */
+export async function chatFixture(env: MeshOptions["env"], count: number) {
+  const { mesh, a: addrA, addrB } = await startChat(env);
+  const clients: Array<{ close(): void }> = [];
+  const stop = async () => {
+    for (const c of clients) c.close();
+    await mesh.stop();
+  };
+  let crowd: TestAccount[];
+  try {
+    crowd = await people(mesh, count);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const client = (addr: string, who: TestAccount): Chat => {
+    const c = chatAs(addr, who);
+    clients.push(c);
+    return c;
+  };
+  return {
+    mesh,
+    addrA,
+    addrB,
+    client,
+    /** A person no other test uses. */
+    next(): Person {
+      const who = crowd.pop();
+      if (!who) throw new Error(`more people needed: raise the count (${count})`);
+      return { who, a: client(addrA, who), b: client(addrB, who) };
+    },
+    stop,
+  };
+}
+
+export type ChatFixture = Awaited<ReturnType<typeof chatFixture>>;
+
+/** Sends a text to a user with a fresh client message id. */
+export async function send(from: Chat, to: TestAccount, text: string): Promise<Message> {
+  const { message } = await from.sendMessage({
+    to: { case: "recipientId", value: to.userId },
+    text,
+    clientMessageId: newId(),
+  });
+  if (!message) throw new Error("SendMessage answered no message");
+  return message;
+}

@@ -5,47 +5,21 @@ import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { UserDeletedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import type { Message } from "@protomesh/contracts/chat/v1/chat_pb";
-import { assertCode, type Mesh, publishEvent, type TestAccount, waitUntil } from "@protomesh/testkit";
-import { type Chat, chatAs, chatDb, messageOf, newId, people, startChat, subscribe } from "./helpers.ts";
+import { assertCode, type Mesh, publishEvent, waitUntil } from "@protomesh/testkit";
+import { type ChatFixture, chatDb, chatFixture, messageOf, newId, send, subscribe } from "./helpers.ts";
 
+let chat: ChatFixture;
 let mesh: Mesh;
-let addrA: string;
-let addrB: string;
-let crowd: TestAccount[];
-const clients: Array<{ close(): void }> = [];
 
 before(async () => {
-  // Heartbeats (which also fill gaps from the log) slower than any wait here: delivery must be live.
-  const started = await startChat({ chat: { CHAT_HEARTBEAT_S: "60" } });
-  mesh = started.mesh;
-  addrA = started.a;
-  addrB = started.addrB;
-  crowd = await people(mesh, 24);
+  // Heartbeats (and the replicas' look for missed events) slower than any wait here: delivery
+  // must be live.
+  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 24);
+  mesh = chat.mesh;
 });
-after(async () => {
-  for (const c of clients) c.close();
-  await mesh?.stop();
-});
+after(() => chat?.stop());
 
-/** A person of this file's own, with a client of each replica. */
-function next(): { who: TestAccount; a: Chat; b: Chat } {
-  const who = crowd.pop();
-  if (!who) throw new Error("more people needed: raise the count in before()");
-  const a = chatAs(addrA, who);
-  const b = chatAs(addrB, who);
-  clients.push(a, b);
-  return { who, a, b };
-}
-
-const send = async (from: Chat, to: TestAccount, text: string): Promise<Message> => {
-  const { message } = await from.sendMessage({
-    to: { case: "recipientId", value: to.userId },
-    text,
-    clientMessageId: newId(),
-  });
-  assert.ok(message);
-  return message;
-};
+const next = () => chat.next();
 
 test("a subscriber on replica B receives a message sent through replica A, exactly once", async () => {
   const alice = next();

@@ -8,37 +8,25 @@ import { Code } from "@connectrpc/connect";
 import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { freePort } from "@protomesh/devkit";
 import { assertCode, type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
-import { type Chat, chatAs, chatDb, newId, people, startChat, subscribe } from "./helpers.ts";
+import { type Chat, type ChatFixture, chatDb, chatFixture, newId, subscribe } from "./helpers.ts";
 
 const TTL_S = 3;
+let chat: ChatFixture;
 let mesh: Mesh;
 let addrA: string;
-let addrB: string;
-let crowd: TestAccount[];
-const clients: Array<{ close(): void }> = [];
 
 before(async () => {
-  const started = await startChat({ chat: { CHAT_PRESENCE_TTL_S: String(TTL_S) } });
-  mesh = started.mesh;
-  addrA = started.a;
-  addrB = started.addrB;
-  crowd = await people(mesh, 12);
+  chat = await chatFixture({ chat: { CHAT_PRESENCE_TTL_S: String(TTL_S) } }, 12);
+  mesh = chat.mesh;
+  addrA = chat.addrA;
 });
-after(async () => {
-  for (const c of clients) c.close();
-  await mesh?.stop();
-});
+after(() => chat?.stop());
 
-function client(addr: string, who: TestAccount): Chat {
-  const c = chatAs(addr, who);
-  clients.push(c);
-  return c;
-}
+const client = (addr: string, who: TestAccount): Chat => chat.client(addr, who);
 
 /** Two people who have written to each other (presence is for contacts). */
 async function pair(): Promise<[TestAccount, TestAccount]> {
-  const [x, y] = [crowd.pop(), crowd.pop()];
-  if (!x || !y) throw new Error("more people needed: raise the count in before()");
+  const [x, y] = [chat.next().who, chat.next().who];
   await client(addrA, x).sendMessage({
     to: { case: "recipientId", value: y.userId },
     text: "hi",
@@ -54,7 +42,7 @@ test("a user is online while a Subscribe is open on any replica, and offline onc
   const [alice, bob] = await pair();
   const bobAsks = client(addrA, bob);
   assert.equal(await isOnline(bobAsks, alice.userId), false);
-  const onB = await subscribe(client(addrB, alice));
+  const onB = await subscribe(client(chat.addrB, alice));
   const onA = await subscribe(client(addrA, alice));
   assert.equal(await isOnline(bobAsks, alice.userId), true, "online with streams on B and A");
   onB.close();
@@ -71,11 +59,10 @@ test("a user is online while a Subscribe is open on any replica, and offline onc
 
 test("strangers read as offline", async () => {
   const [alice] = await pair();
-  const stranger = crowd.pop();
-  if (!stranger) throw new Error("more people needed");
+  const stranger = chat.next().who;
   const stream = await subscribe(client(addrA, alice));
   try {
-    assert.equal(await isOnline(client(addrB, stranger), alice.userId), false);
+    assert.equal(await isOnline(client(chat.addrB, stranger), alice.userId), false);
   } finally {
     stream.close();
   }
