@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { type Logger, type NatsConnection, type NatsPart, periodic } from "@protomesh/platform";
-import type { KV } from "nats";
+import { type KV, StorageType } from "nats";
 
 const DIRECT = new TextEncoder();
 
@@ -66,7 +66,14 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
 
   const part: NatsPart = {
     async attach(nc: NatsConnection) {
-      kv = await nc.jetstream().views.kv(opts.bucket, { ttl: opts.ttlMs, history: 1, allow_direct: true });
+      // In memory: presence is rebuilt within a third of the TTL by the refreshes, and every
+      // replica rewrites each of its users that often, so disk would only add writes.
+      kv = await nc.jetstream().views.kv(opts.bucket, {
+        ttl: opts.ttlMs,
+        history: 1,
+        allow_direct: true,
+        storage: StorageType.Memory,
+      });
       conn = nc;
       await Promise.all([...open.keys()].map(put));
     },
