@@ -43,5 +43,5 @@ COPY --from=deps --chown=node:node /app/ ./
 COPY --chown=node:node . .
 # 1000:1000 is the image's `node` user; numeric so Kubernetes can verify runAsNonRoot.
 USER 1000:1000
-EXPOSE 8080 9464 50051 50052 50053 50054 50055 50056
+EXPOSE 8080 9464 50051 50052 50053 50054 50055 50056 50057
 ENTRYPOINT ["node", "--import", "tsx"]

@@ -5,3 +5,4 @@ CREATE DATABASE protomesh_notify;
 CREATE DATABASE protomesh_otp;
 CREATE DATABASE protomesh_catalog;
 CREATE DATABASE protomesh_orders;
+CREATE DATABASE protomesh_chat;

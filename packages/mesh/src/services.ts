@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import type { DescService } from "@bufbuild/protobuf";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { CatalogService } from "@protomesh/contracts/catalog/v1/catalog_pb";
+import { ChatService } from "@protomesh/contracts/chat/v1/chat_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { OrdersService } from "@protomesh/contracts/orders/v1/orders_pb";
 import { OtpService } from "@protomesh/contracts/otp/v1/otp_pb";
@@ -89,6 +90,14 @@ const list = [
     metricsPort: 9106,
     service: OrdersService,
     load: async () => erase((await import("@protomesh/orders")).ordersModule),
+  },
+  {
+    // Reaches user at USER_ADDR (a first message checks the recipient exists).
+    name: "chat",
+    port: 50057,
+    metricsPort: 9107,
+    service: ChatService,
+    load: async () => erase((await import("@protomesh/chat")).chatModule),
   },
 ] as const satisfies readonly MeshService[];
 

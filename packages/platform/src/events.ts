@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import {
   create,
   type DescMessage,
@@ -233,6 +234,12 @@ export interface ConsumerSpec<D extends DescMessage = DescMessage> {
   maxDeliver?: number;
   backoffMs?: number[];
   ackWaitMs?: number;
+  /**
+   * Handle each event no sooner than this long after it was stored (e.g. to let a quick reader
+   * mark a message read before deciding to email about it). The event is held meanwhile, kept
+   * from redelivery, and counts as neither an attempt nor a failure.
+   */
+  delayMs?: number;
 }
 
 /** Pairs an event schema with a handler whose types it checks. */
@@ -468,6 +475,8 @@ export function startConsumer(
     } catch {}
   };
   const stopping = new AbortController();
+  // Every held event may wait on it (a delay, a retry's backoff): not a leak.
+  setMaxListeners(holdLimit + concurrency + 8, stopping.signal);
   let running = 0;
   let held = 0;
   const runnable: Job[] = [];
@@ -483,17 +492,21 @@ export function startConsumer(
     runnable.push(job);
     pump();
   };
+  /** Frees a held event's place. */
+  const unhold = (m: JsMsg) => {
+    held--;
+    waiting.delete(m);
+    wakeAdmit?.();
+    if (held === 0) for (const wake of idleWaiters.splice(0)) wake();
+  };
   /** Releases a settled event: the next of its key becomes runnable, and the slot is free. */
   const release = (job: Job) => {
-    held--;
-    waiting.delete(job.m);
     if (job.key !== undefined) {
       const next = busyKeys.get(job.key)?.shift();
       if (next) enqueue(next);
       else busyKeys.delete(job.key);
     }
-    wakeAdmit?.();
-    if (held === 0) for (const wake of idleWaiters.splice(0)) wake();
+    unhold(job.m);
   };
   const execute = async (job: Job) => {
     let retryIn: number | undefined;
@@ -551,15 +564,27 @@ export function startConsumer(
     }
     held++;
     const job: Job = { m, event, key, retried: 0 };
-    if (key === undefined) return enqueue(job);
-    const behind = busyKeys.get(key);
-    if (behind) {
-      behind.push(job);
-      waiting.add(m);
-    } else {
-      busyKeys.set(key, []);
-      enqueue(job);
-    }
+    const lineUp = () => {
+      if (key === undefined) return enqueue(job);
+      const behind = busyKeys.get(key);
+      if (behind) {
+        behind.push(job);
+        waiting.add(m);
+      } else {
+        busyKeys.set(key, []);
+        enqueue(job);
+      }
+    };
+    const due = spec.delayMs ? metaOf(m).time.getTime() + spec.delayMs - Date.now() : 0;
+    if (due <= 0) return lineUp();
+    // Timers fire in the order they were set, so events of one key keep their order.
+    waiting.add(m);
+    void sleep(due, stopping.signal).then(() => {
+      waiting.delete(m);
+      if (!stopping.signal.aborted) return lineUp();
+      handBack(m);
+      unhold(m);
+    });
   };
 
   const heartbeat = setInterval(() => {

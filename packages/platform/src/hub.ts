@@ -10,6 +10,36 @@ export function createHub<T>(opts: { queueLimit?: number } = {}) {
   type Listener = { queue: T[]; wake: (() => void) | undefined; overflowed: boolean };
   const byKey = new Map<string, Set<Listener>>();
 
+  const remove = (key: string, l: Listener) => {
+    const set = byKey.get(key);
+    set?.delete(l);
+    if (set?.size === 0) byKey.delete(key);
+  };
+
+  async function* drain(key: string, l: Listener, signal: AbortSignal): AsyncGenerator<T> {
+    const onAbort = () => l.wake?.();
+    signal.addEventListener("abort", onAbort);
+    try {
+      for (;;) {
+        signal.throwIfAborted();
+        if (l.overflowed)
+          throw new ConnectError("the stream fell too far behind; reconnect", Code.ResourceExhausted);
+        const next = l.queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          l.wake = resolve;
+        });
+        l.wake = undefined;
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      remove(key, l);
+    }
+  }
+
   return {
     /** Delivers to every listener of the key on this replica. */
     publish(key: string, value: T): void {
@@ -19,35 +49,23 @@ export function createHub<T>(opts: { queueLimit?: number } = {}) {
         l.wake?.();
       }
     },
-    /** Values published for the key from now on, until the signal aborts. */
-    async *listen(key: string, signal: AbortSignal): AsyncGenerator<T> {
+    /**
+     * Values published for the key from this call on (queued until iterated, so nothing is
+     * missed while the caller catches up from elsewhere first), until the signal aborts.
+     */
+    listen(key: string, signal: AbortSignal): AsyncGenerator<T> {
       const l: Listener = { queue: [], wake: undefined, overflowed: false };
       const set = byKey.get(key) ?? new Set<Listener>();
       byKey.set(key, set);
       set.add(l);
-      const onAbort = () => l.wake?.();
-      signal.addEventListener("abort", onAbort);
-      try {
-        for (;;) {
-          signal.throwIfAborted();
-          if (l.overflowed)
-            throw new ConnectError("the stream fell too far behind; reconnect", Code.ResourceExhausted);
-          const next = l.queue.shift();
-          if (next !== undefined) {
-            yield next;
-            continue;
-          }
-          await new Promise<void>((resolve) => {
-            l.wake = resolve;
-          });
-          l.wake = undefined;
-        }
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        set.delete(l);
-        if (set.size === 0) byKey.delete(key);
-      }
+      // A generator never iterated never runs its finally: the abort removes it instead.
+      signal.addEventListener("abort", () => remove(key, l), { once: true });
+      return drain(key, l, signal);
     },
+    /** Whether any stream on this replica listens to the key. */
+    has: (key: string): boolean => byKey.has(key),
+    /** Keys with listeners on this replica. */
+    keys: (): IterableIterator<string> => byKey.keys(),
     /** Open listeners on this replica. */
     get listeners(): number {
       let n = 0;

@@ -53,9 +53,17 @@ export {
 } from "./gateway-credentials.ts";
 export { createHealthClient, HEALTH } from "./health.ts";
 export { createHub, type Hub } from "./hub.ts";
+export { createLiveFeed, type LiveFeed, type NatsPart } from "./live.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { metrics, statusName } from "./metrics.ts";
-export { connectNats, deadLetterStream, deadLetterSubject, defineStream, type StreamSpec } from "./nats.ts";
+export {
+  connectNats,
+  deadLetterStream,
+  deadLetterSubject,
+  defineStream,
+  type NatsConnection,
+  type StreamSpec,
+} from "./nats.ts";
 export { type Cursor, createPageTokens, type Page, type PageTokens, toPage } from "./page-tokens.ts";
 export { periodic } from "./periodic.ts";
 export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.ts";

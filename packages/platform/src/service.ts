@@ -29,6 +29,7 @@ import {
 } from "./events.ts";
 import { createGatewayVerifier } from "./gateway-credentials.ts";
 import { createHealth, type HealthCheck } from "./health.ts";
+import type { NatsPart } from "./live.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startMetricsServer } from "./metrics.ts";
 import { connectNats, ensureStreams, type StreamSpec, sleep, subjectMatches } from "./nats.ts";
@@ -60,6 +61,8 @@ export interface ServiceParts {
   /** Per-replica subscriptions: every replica sees every event. */
   subscriptions?: SubscriptionSpec[];
   workers?: Worker[];
+  /** Parts that use NATS directly (live feeds, KV): attached once NATS is connected. */
+  nats?: NatsPart[];
   /** Replaces JWKS-based verification (auth verifies with its own keys). */
   accessTokens?: AccessTokenVerifier;
   /** Runs last at shutdown (close clients, worker pools). */
@@ -196,6 +199,7 @@ function startEvents(opts: {
         const js = nc.jetstream();
         await ensureStreams(jsm, spec.streams ?? [], log, config.streamReplicas);
         abort.signal.throwIfAborted();
+        for (const part of parts.nats ?? []) await part.attach(nc);
         relay = createOutboxRelay({ pool, js, log });
         await relay.start();
         const deps = { js, jsm, log };
@@ -233,6 +237,7 @@ function startEvents(opts: {
       await settled;
       await Promise.all(listeners.map((l) => l.stop()));
       await relay?.stop();
+      await Promise.all((parts.nats ?? []).map((p) => p.detach().catch(() => {})));
       await nc?.drain().catch(() => {});
     },
     /** As in a crash: nothing more is acked or published. */

@@ -95,6 +95,7 @@ async function slowUser(env: Record<string, string>) {
     listUsers: unimplemented,
     setRoles: unimplemented,
     getRoles: unimplemented,
+    getContact: unimplemented,
   };
   const svc = await startFake("user", env, [UserService, handlers]);
   return { svc, seen, release: () => release() };

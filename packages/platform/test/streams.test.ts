@@ -113,9 +113,10 @@ test("a consumer never creates the producer's stream: it waits, then binds once 
   assert.equal(await health.check(HEALTH.events), "NOT_SERVING", "its consumer is not bound yet");
   await assert.rejects(jsm.streams.info("AUTH"), /stream not found/);
 
-  // notify consumes events of auth (accounts), otp (codes) and orders: each producer declares
-  // its stream.
-  for (const producer of ["auth", "user", "otp", "catalog", "orders"] as const) await mesh.start(producer);
+  // notify consumes events of auth (accounts), otp (codes), orders and chat: each producer
+  // declares its stream.
+  for (const producer of ["auth", "user", "otp", "catalog", "orders", "chat"] as const)
+    await mesh.start(producer);
   await waitUntil(async () => (await health.check(HEALTH.events)) === "SERVING", 15_000, "notify bound");
   const info = await jsm.streams.info("AUTH");
   assert.equal(info.config.max_age, 30 * 24 * 60 * MINUTE * 1e6, "auth created AUTH as auth declares it");

@@ -1,15 +1,19 @@
 import { join } from "node:path";
 import { NotificationAddedSchema } from "@protomesh/contracts/notify/v1/events_pb";
 import { type Notification, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   bindService,
   createHub,
+  createServiceClient,
   defineStream,
   type ServiceModule,
   type ServiceSpec,
 } from "@protomesh/platform";
 import { type NotifyConfig, readNotifyConfig } from "./config.ts";
 import { createAccountDeletions } from "./consumers/account-deletions.ts";
+import { createChatMessageEmails } from "./consumers/chat-message-emails.ts";
+import { createChatReads } from "./consumers/chat-reads.ts";
 import { createCodeMessages } from "./consumers/code-messages.ts";
 import { createInboxFanout } from "./consumers/inbox-fanout.ts";
 import { createLoginAlerts } from "./consumers/login-alerts.ts";
@@ -33,12 +37,14 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
     // Only for fan-out to this service's replicas and for consumers that are online: a day is plenty.
     streams: [defineStream({ name: "NOTIFY", subjects: ["notify.>"], maxAgeMs: 86_400_000 })],
     emits: [NotificationAddedSchema],
-    async build({ pool }) {
+    async build({ pool, mesh }) {
       const store = createPgNotificationStore(pool);
       const mailer = createMailer(config.smtpUrl, config.mailFrom);
       const sms = createSmsProvider(config);
       const inbox = createHub<Notification>();
       const deps = { store, mailer, sms, ackWaitMs: config.ackWaitMs, backoffMs: config.retryBackoffMs };
+      // Waits for user to be reachable: a failed lookup is retried with the event anyway.
+      const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });
       return {
         services: [bindService(NotifyService, createNotifyHandlers({ store, inbox, mailer, sms }))],
         consumers: [
@@ -52,9 +58,19 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
           createOrderPlacedEmails(deps),
           createOrderStatusEmails(deps),
           createOrderCancelledEmails(deps),
+          createChatReads(deps),
+          createChatMessageEmails({
+            ...deps,
+            users,
+            delayMs: config.chatEmailDelayMs,
+            quietS: config.chatEmailQuietS,
+          }),
         ],
         subscriptions: [createInboxFanout(inbox)],
-        close: async () => mailer.close(),
+        close: async () => {
+          users.close();
+          mailer.close();
+        },
       };
     },
   };

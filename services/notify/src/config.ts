@@ -17,6 +17,12 @@ export interface NotifyConfig extends BaseConfig {
   ackWaitMs: number;
   /** Waits between attempts of an event that failed (the last one repeats), before it is dead-lettered. */
   retryBackoffMs: number[];
+  /** user's gRPC target: a chat email needs the recipient's address and the sender's name. */
+  userAddr: string;
+  /** How long after a chat message notify decides whether to email (a quick reader gets none). */
+  chatEmailDelayMs: number;
+  /** At most one chat email per conversation and person within this many seconds. */
+  chatEmailQuietS: number;
 }
 
 /** Reads and validates notify's environment; throws naming every bad variable. */
@@ -46,6 +52,9 @@ export function readNotifyConfig(source: Record<string, string | undefined> = pr
     smsTimeoutMs: env.int("SMS_TIMEOUT_MS", 10_000, 100, 120_000),
     ackWaitMs: env.int("ACK_WAIT_MS", 30_000, 1_000, 3_600_000),
     retryBackoffMs: backoff,
+    userAddr: env.string("USER_ADDR", "dns:///127.0.0.1:50052"),
+    chatEmailDelayMs: env.int("CHAT_EMAIL_DELAY_MS", 30_000, 0, 3_600_000),
+    chatEmailQuietS: env.int("CHAT_EMAIL_QUIET_S", 900, 0, 86_400),
   };
   env.done();
   return config;

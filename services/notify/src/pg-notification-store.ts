@@ -75,7 +75,48 @@ export function createPgNotificationStore(pool: Pool) {
       await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
       const { rowCount } = await tx.query("DELETE FROM notifications WHERE user_id = $1", [userId]);
+      await tx.query("DELETE FROM chat_reads WHERE user_id = $1", [userId]);
+      await tx.query("DELETE FROM chat_emails WHERE user_id = $1", [userId]);
       return rowCount ?? 0;
+    },
+
+    /** Records how far a person read a conversation (marks only move forward). */
+    async chatRead(tx: Tx, r: { userId: string; conversationId: string; position: bigint }): Promise<void> {
+      await tx.query(
+        `INSERT INTO chat_reads (user_id, conversation_id, position) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, conversation_id) DO UPDATE SET position = GREATEST(chat_reads.position, $3)`,
+        [r.userId, r.conversationId, String(r.position)],
+      );
+    },
+
+    /** Whether the person read the conversation up to this position. */
+    async chatIsRead(
+      tx: Tx,
+      r: { userId: string; conversationId: string; position: bigint },
+    ): Promise<boolean> {
+      const { rowCount } = await tx.query(
+        "SELECT 1 FROM chat_reads WHERE user_id = $1 AND conversation_id = $2 AND position >= $3",
+        [r.userId, r.conversationId, String(r.position)],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+
+    /**
+     * Claims the conversation's email for the person: false when one went out within the quiet
+     * period. The row lock makes racing claims (two replicas) take turns; the claim is undone
+     * with the transaction if the send fails.
+     */
+    async claimChatEmail(
+      tx: Tx,
+      c: { userId: string; conversationId: string; quietS: number },
+    ): Promise<boolean> {
+      const { rowCount } = await tx.query(
+        `INSERT INTO chat_emails (user_id, conversation_id, sent_at) VALUES ($1, $2, now())
+         ON CONFLICT (user_id, conversation_id) DO UPDATE SET sent_at = now()
+           WHERE chat_emails.sent_at < now() - make_interval(secs => $3)`,
+        [c.userId, c.conversationId, c.quietS],
+      );
+      return (rowCount ?? 0) > 0;
     },
 
     /** Newest first; fetches one extra row to know whether another page follows. */

@@ -138,6 +138,23 @@ export function welcomeEmail(to: { email: string; displayName: string }, id: str
   ]);
 }
 
+/**
+ * To someone offline who got a chat message: who wrote, not what (the text stays in the app).
+ * One per conversation per quiet period, however many messages came.
+ */
+export function chatMessageEmail(
+  to: { email: string; displayName: string },
+  from: string,
+  id: string,
+): Notice {
+  const name = clean(to.displayName) || "there";
+  const sender = clean(from) || "Someone";
+  return compose(id, to.email, "chat_message", `New message from ${sender}`, [
+    `Hi ${name},`,
+    `${sender} sent you a message on Protomesh. Open the app to read and reply.`,
+  ]);
+}
+
 /** To the owner of an address someone tried to sign up with again. */
 export function signUpAttemptedEmail(to: { email: string; at: Date }, id: string): Notice {
   return compose(id, to.email, "signup_attempt", "Someone tried to sign up with your email", [

@@ -89,5 +89,11 @@ export function createUserHandlers(
       if (!roles) throw fail(Code.NotFound, "user not found");
       return { roles };
     },
+
+    async getContact(req) {
+      const user = await store.get(req.userId);
+      if (!user) throw fail(Code.NotFound, "user not found");
+      return { email: user.email, displayName: user.displayName };
+    },
   };
 }

@@ -1,0 +1,4 @@
+import { runMain } from "@protomesh/platform";
+import { chatModule } from "./app.ts";
+
+await runMain(chatModule);

@@ -1,0 +1,419 @@
+import { randomUUID } from "node:crypto";
+import { MessageSentSchema, MessagesReadSchema } from "@protomesh/contracts/chat/v1/events_pb";
+import {
+  addEvent,
+  type Cursor,
+  type Page,
+  type Pool,
+  type Tx,
+  toPage,
+  withTransaction,
+} from "@protomesh/platform";
+import {
+  type ConversationRecord,
+  encodeEvent,
+  type MessageRecord,
+  type ReadRecord,
+  toMessageSent,
+  toMessagesRead,
+} from "./convert.ts";
+
+/** One user's event, committed, for the live feed. */
+export interface UserEvent {
+  userId: string;
+  seq: bigint;
+  payload: Uint8Array;
+}
+
+/** What SendMessage's transaction did. */
+export type Sent =
+  | { kind: "sent"; message: MessageRecord; events: UserEvent[] }
+  /** The sender's client_message_id was stored before: that message, unchanged. */
+  | { kind: "repeat"; message: MessageRecord }
+  /** The sender's client_message_id belongs to another message: nothing was stored. */
+  | { kind: "reused" }
+  | { kind: "deleted" };
+
+interface MessageRow {
+  id: string;
+  conversation_id: string;
+  position: string;
+  sender_id: string;
+  text: string;
+  client_message_id: string;
+  created_at: Date;
+}
+
+const MESSAGE_COLUMNS =
+  "id, conversation_id, position::text AS position, sender_id, text, client_message_id, created_at";
+
+const toMessageRecord = (r: MessageRow): MessageRecord => ({
+  id: r.id,
+  conversationId: r.conversation_id,
+  position: BigInt(r.position),
+  senderId: r.sender_id,
+  text: r.text,
+  clientMessageId: r.client_message_id,
+  createdAt: r.created_at,
+});
+
+/**
+ * Appends an event to each user's log with the next seq of that user. The heads are locked in
+ * id order, so two transactions for the same people never deadlock, and a user's seqs commit
+ * in order: a reader that has seen seq n never later finds a new n-1. Holding both people's
+ * heads also serialises the changes of their conversation.
+ */
+async function appendEvents(
+  tx: Tx,
+  userIds: string[],
+  event: MessageRecord | ReadRecord,
+): Promise<UserEvent[]> {
+  const { rows } = await tx.query<{ user_id: string; seq: string }>({
+    name: "chat-next-seqs",
+    text: `INSERT INTO user_heads (user_id, seq) SELECT u, 1 FROM unnest($1::uuid[]) u ORDER BY u
+       ON CONFLICT (user_id) DO UPDATE SET seq = user_heads.seq + 1 RETURNING user_id, seq::text AS seq`,
+    values: [[...userIds].sort()],
+  });
+  const events = rows.map((r) => ({
+    userId: r.user_id,
+    seq: BigInt(r.seq),
+    payload: encodeEvent(BigInt(r.seq), event),
+  }));
+  await tx.query({
+    name: "chat-log-events",
+    text: "INSERT INTO user_events (user_id, seq, payload) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
+    values: [
+      events.map((e) => e.userId),
+      events.map((e) => String(e.seq)),
+      events.map((e) => Buffer.from(e.payload)),
+    ],
+  });
+  return events;
+}
+
+/** Conversations, messages, read marks, blocks and each user's event log in PostgreSQL. */
+export function createPgChatStore(pool: Pool) {
+  return {
+    /** The caller's side of a conversation; undefined when they are not in it. */
+    async participant(userId: string, conversationId: string): Promise<{ peerId: string } | undefined> {
+      const { rows } = await pool.query<{ peer_id: string | null }>({
+        name: "chat-participant",
+        text: "SELECT peer_id FROM participants WHERE user_id = $1 AND conversation_id = $2",
+        values: [userId, conversationId],
+      });
+      const row = rows[0];
+      return row && { peerId: row.peer_id ?? "" };
+    },
+
+    /** The conversation between two people, if they have one. */
+    async conversationWith(userId: string, peerId: string): Promise<string | undefined> {
+      const { rows } = await pool.query<{ conversation_id: string }>({
+        name: "chat-conversation-with",
+        text: "SELECT conversation_id FROM participants WHERE user_id = $1 AND peer_id = $2",
+        values: [userId, peerId],
+      });
+      return rows[0]?.conversation_id;
+    },
+
+    /** Whether the account was deleted. */
+    async isDeleted(userId: string): Promise<boolean> {
+      const { rowCount } = await pool.query("SELECT 1 FROM deleted_users WHERE user_id = $1", [userId]);
+      return (rowCount ?? 0) > 0;
+    },
+
+    /** Those of the users who share a conversation with the caller and have not blocked them. */
+    async contacts(userId: string, candidates: string[]): Promise<string[]> {
+      const { rows } = await pool.query<{ peer_id: string }>(
+        `SELECT p.peer_id FROM participants p
+         WHERE p.user_id = $1 AND p.peer_id = ANY($2::uuid[])
+           AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = p.peer_id AND b.blocked_id = $1)`,
+        [userId, candidates],
+      );
+      return rows.map((r) => r.peer_id);
+    },
+
+    /** Who of two people blocked the other. */
+    async blocks(me: string, peer: string): Promise<{ byPeer: boolean; byMe: boolean }> {
+      const { rows } = await pool.query<{ blocker_id: string }>({
+        name: "chat-blocks",
+        text: `SELECT blocker_id FROM blocks
+         WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)`,
+        values: [me, peer],
+      });
+      return { byPeer: rows.some((r) => r.blocker_id === peer), byMe: rows.some((r) => r.blocker_id === me) };
+    },
+
+    /**
+     * Stores a message (making the conversation when `conversationId` is not given), logs it for
+     * both people, and writes MessageSent, in one transaction. A repeated client_message_id
+     * of the sender returns the stored message: the unique index decides, also between racing
+     * calls (the second waits for the first to commit and then finds its row).
+     */
+    async send(s: {
+      senderId: string;
+      recipientId: string;
+      conversationId: string | undefined;
+      text: string;
+      clientMessageId: string;
+      recipientOnline: boolean;
+    }): Promise<Sent> {
+      return withTransaction(pool, async (tx): Promise<Sent> => {
+        const people = [s.senderId, s.recipientId];
+        // Shared with other writes about these people, exclusive with deleteUser's: a message
+        // either commits before an account's deletion (which removes it) or sees the tombstone.
+        await tx.query({
+          name: "chat-lock-people",
+          text: "SELECT pg_advisory_xact_lock_shared(hashtextextended(u, 0)) FROM unnest($1::text[]) u ORDER BY u",
+          values: [[...people].sort()],
+        });
+        const gone = await tx.query({
+          name: "chat-deleted",
+          text: "SELECT 1 FROM deleted_users WHERE user_id = ANY($1::uuid[])",
+          values: [people],
+        });
+        if ((gone.rowCount ?? 0) > 0) return { kind: "deleted" };
+        const conversationId = s.conversationId ?? (await openConversation(tx, s.senderId, s.recipientId));
+        const id = randomUUID();
+        const { rows } = await tx.query<{ position: string; created_at: Date }>({
+          name: "chat-insert-message",
+          text: `INSERT INTO messages (id, conversation_id, sender_id, text, client_message_id)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sender_id, client_message_id) DO NOTHING
+           RETURNING position::text AS position, created_at`,
+          values: [id, conversationId, s.senderId, s.text, s.clientMessageId],
+        });
+        const inserted = rows[0];
+        if (!inserted) {
+          const existing = await tx.query<MessageRow>(
+            `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_message_id = $2`,
+            [s.senderId, s.clientMessageId],
+          );
+          const row = existing.rows[0];
+          if (!row) throw new Error("a message's client id matched a row that vanished");
+          // Another message under the same id: nothing of this call stays (not even a new conversation).
+          if (row.conversation_id !== conversationId || row.text !== s.text) throw new ClientIdReused();
+          return { kind: "repeat", message: toMessageRecord(row) };
+        }
+        const message: MessageRecord = {
+          id,
+          conversationId,
+          position: BigInt(inserted.position),
+          senderId: s.senderId,
+          text: s.text,
+          clientMessageId: s.clientMessageId,
+          createdAt: inserted.created_at,
+        };
+        const events = await appendEvents(tx, people, message);
+        await tx.query({
+          name: "chat-touch-conversation",
+          text: "UPDATE participants SET last_position = $2 WHERE conversation_id = $1",
+          values: [conversationId, inserted.position],
+        });
+        await addEvent(tx, MessageSentSchema, toMessageSent(message, s.recipientId, s.recipientOnline));
+        return { kind: "sent" as const, message, events };
+      }).catch((err: unknown): Sent => {
+        if (err instanceof ClientIdReused) return { kind: "reused" };
+        throw err;
+      });
+    },
+
+    /**
+     * Moves the reader's mark up to a message of the conversation and logs a receipt for both
+     * people. "no message" when it is not in the conversation; no events when the mark was
+     * already there or beyond.
+     */
+    async markRead(
+      readerId: string,
+      conversationId: string,
+      messageId: string,
+    ): Promise<{ kind: "no message" } | { kind: "read"; events: UserEvent[] }> {
+      const { rows } = await pool.query<{ position: string; read_position: string; peer_id: string | null }>({
+        name: "chat-read-target",
+        text: `SELECT m.position::text AS position, p.read_position::text AS read_position, p.peer_id
+         FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1
+         WHERE m.id = $3 AND m.conversation_id = $2`,
+        values: [readerId, conversationId, messageId],
+      });
+      const target = rows[0];
+      if (!target) return { kind: "no message" };
+      if (BigInt(target.position) <= BigInt(target.read_position)) return { kind: "read", events: [] };
+      return withTransaction(pool, async (tx) => {
+        const read: ReadRecord = {
+          conversationId,
+          readerId,
+          messageId,
+          position: BigInt(target.position),
+          readAt: new Date(),
+        };
+        const people = target.peer_id ? [readerId, target.peer_id] : [readerId];
+        const events = await appendEvents(tx, people, read);
+        const moved = await tx.query(
+          `UPDATE participants SET read_position = $3
+           WHERE user_id = $1 AND conversation_id = $2 AND read_position < $3`,
+          [readerId, conversationId, target.position],
+        );
+        // A racing MarkRead moved it further meanwhile: this one changes nothing.
+        if (moved.rowCount === 0) throw new ReadRaced();
+        await addEvent(tx, MessagesReadSchema, toMessagesRead(read));
+        return { kind: "read" as const, events };
+      }).catch((err: unknown) => {
+        if (err instanceof ReadRaced) return { kind: "read" as const, events: [] };
+        throw err;
+      });
+    },
+
+    /** The caller's conversations, most recent first, with the last message and unread count. */
+    async listConversations(
+      userId: string,
+      limit: number,
+      after?: Cursor,
+    ): Promise<Page<ConversationRecord>> {
+      const { rows } = await pool.query<
+        MessageRow & {
+          sort_key: string;
+          id: string;
+          peer_id: string | null;
+          unread: number;
+          m_id: string | null;
+        }
+      >(
+        `SELECT p.conversation_id AS id, p.peer_id, p.last_position::text AS sort_key,
+           (SELECT count(*)::int FROM messages x WHERE x.conversation_id = p.conversation_id
+              AND x.position > p.read_position AND x.sender_id <> p.user_id) AS unread,
+           m.id AS m_id, m.position::text AS position, m.sender_id, m.text, m.client_message_id, m.created_at,
+           p.conversation_id
+         FROM participants p
+         LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = p.conversation_id
+           ORDER BY position DESC LIMIT 1) m ON true
+         WHERE p.user_id = $1 AND ($2::bigint IS NULL OR (p.last_position, p.conversation_id) < ($2, $3::uuid))
+         ORDER BY p.last_position DESC, p.conversation_id DESC LIMIT $4`,
+        [userId, after?.key ?? null, after?.id ?? null, limit + 1],
+      );
+      return toPage(rows, limit, (r) => ({
+        id: r.id,
+        peerId: r.peer_id ?? "",
+        unread: r.unread,
+        lastMessage: r.m_id ? toMessageRecord({ ...r, id: r.m_id }) : undefined,
+      }));
+    },
+
+    /** A conversation's messages, newest first, older than the cursor. */
+    async listMessages(conversationId: string, limit: number, after?: Cursor): Promise<Page<MessageRecord>> {
+      const { rows } = await pool.query<MessageRow & { sort_key: string }>(
+        `SELECT ${MESSAGE_COLUMNS}, position::text AS sort_key FROM messages
+         WHERE conversation_id = $1 AND ($2::bigint IS NULL OR position < $2)
+         ORDER BY messages.position DESC LIMIT $3`,
+        [conversationId, after?.key ?? null, limit + 1],
+      );
+      return toPage(rows, limit, toMessageRecord);
+    },
+
+    async block(blockerId: string, blockedId: string): Promise<void> {
+      await pool.query("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
+        blockerId,
+        blockedId,
+      ]);
+    },
+
+    async unblock(blockerId: string, blockedId: string): Promise<void> {
+      await pool.query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2", [
+        blockerId,
+        blockedId,
+      ]);
+    },
+
+    /** Up to `limit` of a user's events after a seq, in order. */
+    async eventsAfter(userId: string, afterSeq: bigint, limit: number): Promise<UserEvent[]> {
+      const { rows } = await pool.query<{ seq: string; payload: Buffer }>({
+        name: "chat-events-after",
+        text: "SELECT seq::text AS seq, payload FROM user_events WHERE user_id = $1 AND seq > $2 ORDER BY user_events.seq LIMIT $3",
+        values: [userId, String(afterSeq), limit],
+      });
+      return rows.map((r) => ({ userId, seq: BigInt(r.seq), payload: r.payload }));
+    },
+
+    /** The newest seq of each of the users that has one. */
+    async heads(userIds: string[]): Promise<Array<{ userId: string; seq: bigint }>> {
+      const { rows } = await pool.query<{ user_id: string; seq: string }>(
+        "SELECT user_id, seq::text AS seq FROM user_heads WHERE user_id = ANY($1::uuid[])",
+        [userIds],
+      );
+      return rows.map((r) => ({ userId: r.user_id, seq: BigInt(r.seq) }));
+    },
+
+    /** A user's newest seq (0 before any event) and the oldest one still kept. */
+    async history(userId: string): Promise<{ head: bigint; oldest: bigint }> {
+      const { rows } = await pool.query<{ head: string | null; oldest: string | null }>({
+        name: "chat-history",
+        text: `SELECT (SELECT seq::text FROM user_heads WHERE user_id = $1) AS head,
+           (SELECT min(seq)::text FROM user_events WHERE user_id = $1) AS oldest`,
+        values: [userId],
+      });
+      const head = BigInt(rows[0]?.head ?? 0);
+      return { head, oldest: rows[0]?.oldest ? BigInt(rows[0].oldest) : head + 1n };
+    },
+
+    /**
+     * Forgets a deleted account: its messages are deleted (not anonymised), its side of every
+     * conversation goes, its peers see an empty peer id, and a tombstone (the id only) refuses
+     * anything sent to or by it later.
+     */
+    async deleteUser(tx: Tx, userId: string): Promise<void> {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [userId]);
+      // Its log head before its peers' rows, as a MarkRead takes them: no deadlock with one.
+      await tx.query("SELECT 1 FROM user_heads WHERE user_id = $1 FOR UPDATE", [userId]);
+      await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
+      await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
+      await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
+      await tx.query("UPDATE participants SET peer_id = NULL WHERE peer_id = $1", [userId]);
+      await tx.query(
+        "DELETE FROM conversations c WHERE NOT EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id)",
+      );
+      await tx.query("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [userId]);
+      await tx.query("DELETE FROM user_events WHERE user_id = $1", [userId]);
+      await tx.query("DELETE FROM user_heads WHERE user_id = $1", [userId]);
+    },
+
+    /** Deletes events older than the retention, a batch at a time; returns how many went. */
+    async pruneEvents(olderThanDays: number, batch = 5_000): Promise<number> {
+      const { rowCount } = await pool.query(
+        `DELETE FROM user_events WHERE ctid = ANY(ARRAY(SELECT ctid FROM user_events
+           WHERE created_at < now() - make_interval(days => $1) LIMIT $2))`,
+        [olderThanDays, batch],
+      );
+      return rowCount ?? 0;
+    },
+  };
+}
+
+/** A client_message_id already used for another message. */
+class ClientIdReused extends Error {}
+
+/** A MarkRead that lost to a racing one: nothing to write. */
+class ReadRaced extends Error {}
+
+/** The conversation of two people, made (with both sides) when it is the first message. */
+async function openConversation(tx: Tx, a: string, b: string): Promise<string> {
+  const [low, high] = a < b ? [a, b] : [b, a];
+  await tx.query({
+    name: "chat-open-conversation",
+    text: "INSERT INTO conversations (id, user_a, user_b) VALUES ($1, $2, $3) ON CONFLICT (user_a, user_b) DO NOTHING",
+    values: [randomUUID(), low, high],
+  });
+  // A statement of its own: it sees the row a racing first message committed meanwhile.
+  const { rows } = await tx.query<{ id: string }>({
+    name: "chat-find-conversation",
+    text: "SELECT id FROM conversations WHERE user_a = $1 AND user_b = $2",
+    values: [low, high],
+  });
+  const id = rows[0]?.id;
+  if (!id) throw new Error("a conversation could not be opened");
+  await tx.query({
+    name: "chat-open-sides",
+    text: `INSERT INTO participants (user_id, conversation_id, peer_id) VALUES ($1, $3, $2), ($2, $3, $1)
+       ON CONFLICT DO NOTHING`,
+    values: [a, b, id],
+  });
+  return id;
+}
+
+export type ChatStore = ReturnType<typeof createPgChatStore>;

@@ -1,0 +1,302 @@
+// Chat over real gRPC against two chat replicas: delivery across replicas, replay after a
+// reconnect, idempotent sends, who sees what, bad input, blocks and account deletion.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { UserDeletedSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import type { Message } from "@protomesh/contracts/chat/v1/chat_pb";
+import { assertCode, type Mesh, publishEvent, waitUntil } from "@protomesh/testkit";
+import { type ChatFixture, chatDb, chatFixture, messageOf, newId, send, subscribe } from "./helpers.ts";
+
+let chat: ChatFixture;
+let mesh: Mesh;
+
+before(async () => {
+  // Heartbeats (and the replicas' look for missed events) slower than any wait here: delivery
+  // must be live.
+  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 24);
+  mesh = chat.mesh;
+});
+after(() => chat?.stop());
+
+const next = () => chat.next();
+
+test("a subscriber on replica B receives a message sent through replica A, exactly once", async () => {
+  const alice = next();
+  const bob = next();
+  const stream = await subscribe(alice.b);
+  try {
+    const sent = await send(bob.a, alice.who, "hello from A");
+    const got = await stream.next("the message");
+    assert.equal(messageOf(got)?.id, sent.id);
+    assert.equal(messageOf(got)?.text, "hello from A");
+    // The next event is the next message, with the next seq: the first came once.
+    const second = await send(bob.a, alice.who, "second");
+    const again = await stream.next("the second message");
+    assert.equal(messageOf(again)?.id, second.id);
+    assert.equal(again.seq, got.seq + 1n);
+  } finally {
+    stream.close();
+  }
+});
+
+test("a reconnect with the last seq gets exactly the 20 messages sent while away, in order, then live ones", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await subscribe(alice.b);
+  await send(bob.a, alice.who, "before");
+  const seen = await first.next("the message before");
+  first.close();
+  const texts = Array.from({ length: 20 }, (_, i) => `away ${i}`);
+  for (const t of texts) await send(bob.b, alice.who, t);
+  const again = await subscribe(alice.a, seen.seq);
+  try {
+    assert.deepEqual(
+      again.first.map((e) => (e.event.case === "message" ? e.event.value.text : e.event.case)),
+      texts,
+    );
+    assert.deepEqual(
+      again.first.map((e) => e.seq),
+      texts.map((_, i) => seen.seq + 1n + BigInt(i)),
+    );
+    const live = await send(bob.b, alice.who, "live");
+    const got = await again.next("the live message");
+    assert.equal(messageOf(got)?.id, live.id);
+    assert.equal(got.seq, seen.seq + 21n);
+  } finally {
+    again.close();
+  }
+});
+
+test("the same client_message_id sent 3 times in parallel stores one message", async () => {
+  const alice = next();
+  const bob = next();
+  const clientMessageId = newId();
+  const request = {
+    to: { case: "recipientId" as const, value: bob.who.userId },
+    text: "once",
+    clientMessageId,
+  };
+  const answers = await Promise.all([
+    alice.a.sendMessage(request),
+    alice.b.sendMessage(request),
+    alice.a.sendMessage(request),
+  ]);
+  const ids = new Set(answers.map((r) => r.message?.id));
+  assert.equal(ids.size, 1);
+  const rows = await chatDb(mesh, "SELECT id FROM messages WHERE sender_id = $1", [alice.who.userId]);
+  assert.equal(rows.length, 1);
+  const conversations = await chatDb(mesh, "SELECT conversation_id FROM participants WHERE user_id = $1", [
+    alice.who.userId,
+  ]);
+  assert.equal(conversations.length, 1, "one conversation per pair");
+  // Events: one message in each person's log.
+  const events = await chatDb(mesh, "SELECT seq FROM user_events WHERE user_id = $1", [bob.who.userId]);
+  assert.equal(events.length, 1);
+});
+
+test("a conversation of others is NOT_FOUND to read, list, mark, write or page", async () => {
+  const alice = next();
+  const bob = next();
+  const eve = next();
+  const m = await send(alice.a, bob.who, "private");
+  const conversationId = m.conversationId;
+  await assertCode(eve.a.listMessages({ conversationId }), Code.NotFound, "ListMessages");
+  await assertCode(eve.a.markRead({ conversationId, messageId: m.id }), Code.NotFound, "MarkRead");
+  await assertCode(
+    eve.a.sendMessage({
+      to: { case: "conversationId", value: conversationId },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.NotFound,
+    "SendMessage",
+  );
+  const { conversations } = await eve.a.listConversations({});
+  assert.deepEqual(conversations, []);
+  // The people in it do see it.
+  const mine = await bob.b.listMessages({ conversationId });
+  assert.deepEqual(
+    mine.messages.map((x) => x.text),
+    ["private"],
+  );
+});
+
+test("bad input is INVALID_ARGUMENT and stores nothing", async () => {
+  const alice = next();
+  const bob = next();
+  const carol = next();
+  const to = { case: "recipientId" as const, value: bob.who.userId };
+  for (const [what, text] of [
+    ["empty text", ""],
+    ["4001 characters", "x".repeat(4001)],
+    ["a NUL character", "a\u0000b"],
+  ] as const) {
+    const err = await assertCode(
+      alice.a.sendMessage({ to, text, clientMessageId: newId() }),
+      Code.InvalidArgument,
+      what,
+    );
+    assert.match(err.rawMessage, /text/);
+  }
+  await assertCode(
+    alice.a.sendMessage({
+      to: { case: "recipientId", value: alice.who.userId },
+      text: "me",
+      clientMessageId: newId(),
+    }),
+    Code.InvalidArgument,
+    "to yourself",
+  );
+  assert.deepEqual(
+    await chatDb(mesh, "SELECT id FROM messages WHERE sender_id = $1", [alice.who.userId]),
+    [],
+  );
+  assert.deepEqual(
+    await chatDb(mesh, "SELECT * FROM participants WHERE user_id = $1", [alice.who.userId]),
+    [],
+  );
+  // 4000 characters (not bytes: these take 4 bytes each) are fine.
+  const longest = await send(alice.a, bob.who, "😀".repeat(4000));
+  assert.equal([...longest.text].length, 4000);
+  // A page token of one conversation is refused for another.
+  for (let i = 0; i < 3; i++) await send(alice.a, carol.who, `c${i}`);
+  const withCarol = await alice.a.listConversations({});
+  const carolsId = withCarol.conversations.find((c) => c.peerId === carol.who.userId)?.id ?? "";
+  const page = await alice.a.listMessages({ conversationId: carolsId, pageSize: 1 });
+  assert.ok(page.nextPageToken);
+  await assertCode(
+    alice.a.listMessages({ conversationId: longest.conversationId, pageToken: page.nextPageToken }),
+    Code.InvalidArgument,
+    "a cursor from another conversation",
+  );
+  // …and bob cannot use alice's token for the conversation they share either.
+  await assertCode(
+    bob.a.listMessages({ conversationId: carolsId, pageToken: page.nextPageToken }),
+    Code.NotFound,
+    "someone else's conversation",
+  );
+});
+
+test("an unknown user is NOT_FOUND; a block is PERMISSION_DENIED for the blocked and FAILED_PRECONDITION for the blocker", async () => {
+  const alice = next();
+  const bob = next();
+  await assertCode(
+    alice.a.sendMessage({
+      to: { case: "recipientId", value: crypto.randomUUID() },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.NotFound,
+    "unknown user",
+  );
+  await bob.a.blockUser({ userId: alice.who.userId });
+  await assertCode(
+    alice.a.sendMessage({
+      to: { case: "recipientId", value: bob.who.userId },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.PermissionDenied,
+    "blocked",
+  );
+  await assertCode(
+    bob.a.sendMessage({
+      to: { case: "recipientId", value: alice.who.userId },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.FailedPrecondition,
+    "blocker",
+  );
+  assert.deepEqual(
+    await chatDb(mesh, "SELECT id FROM messages WHERE sender_id = ANY($1)", [
+      [alice.who.userId, bob.who.userId],
+    ]),
+    [],
+  );
+  await bob.b.unblockUser({ userId: alice.who.userId });
+  await send(alice.a, bob.who, "friends again");
+});
+
+test("conversations list the last message and unread count; MarkRead clears it and sends a receipt to both", async () => {
+  const alice = next();
+  const bob = next();
+  const aliceStream = await subscribe(alice.a);
+  try {
+    await send(alice.a, bob.who, "one");
+    const two = await send(alice.b, bob.who, "two");
+    await send(bob.a, alice.who, "reply");
+    const { conversations } = await bob.b.listConversations({});
+    assert.equal(conversations.length, 1);
+    assert.equal(conversations[0]?.unreadCount, 2);
+    assert.equal(conversations[0]?.lastMessage?.text, "reply");
+    assert.equal(conversations[0]?.peerId, alice.who.userId);
+    await bob.b.markRead({ conversationId: two.conversationId, messageId: two.id });
+    const after = await bob.a.listConversations({});
+    assert.equal(after.conversations[0]?.unreadCount, 0);
+    const receipt = await aliceStream.next("the read receipt", (e) => e.event.case === "read");
+    assert.equal(receipt.event.case === "read" && receipt.event.value.messageId, two.id);
+    assert.equal(receipt.event.case === "read" && receipt.event.value.readerId, bob.who.userId);
+  } finally {
+    aliceStream.close();
+  }
+});
+
+test("a deleted account's messages go and its conversations disappear for it; nobody can write to it", async () => {
+  const alice = next();
+  const bob = next();
+  const hers = await send(alice.a, bob.who, "from alice");
+  await send(bob.a, alice.who, "from bob");
+  await publishEvent(mesh.nats.url, UserDeletedSchema, { userId: alice.who.userId, email: alice.who.email });
+  await waitUntil(
+    async () =>
+      (await chatDb(mesh, "SELECT 1 FROM deleted_users WHERE user_id = $1", [alice.who.userId])).length > 0,
+    15_000,
+    "the deletion handled",
+  );
+  assert.deepEqual((await alice.a.listConversations({})).conversations, []);
+  await assertCode(
+    alice.a.listMessages({ conversationId: hers.conversationId }),
+    Code.NotFound,
+    "her old conversation",
+  );
+  const bobs = await bob.a.listMessages({ conversationId: hers.conversationId });
+  assert.deepEqual(
+    bobs.messages.map((m) => m.text),
+    ["from bob"],
+  );
+  assert.equal((await bob.a.listConversations({})).conversations[0]?.peerId, "");
+  await assertCode(
+    bob.a.sendMessage({
+      to: { case: "conversationId", value: hers.conversationId },
+      text: "?",
+      clientMessageId: newId(),
+    }),
+    Code.NotFound,
+    "writing to a deleted account",
+  );
+});
+
+test("ListMessages pages backwards from the newest, and its pages stay put while new messages arrive", async () => {
+  const alice = next();
+  const bob = next();
+  let conversationId = "";
+  for (let i = 1; i <= 5; i++) conversationId = (await send(alice.a, bob.who, `m${i}`)).conversationId;
+  const texts = (r: { messages: Message[] }) => r.messages.map((m) => m.text);
+  const first = await bob.a.listMessages({ conversationId, pageSize: 2 });
+  assert.deepEqual(texts(first), ["m5", "m4"]);
+  await send(alice.b, bob.who, "m6");
+  const second = await bob.b.listMessages({ conversationId, pageSize: 2, pageToken: first.nextPageToken });
+  assert.deepEqual(texts(second), ["m3", "m2"]);
+  const third = await bob.a.listMessages({ conversationId, pageSize: 2, pageToken: second.nextPageToken });
+  assert.deepEqual(texts(third), ["m1"]);
+  assert.equal(third.nextPageToken, "");
+});
+
+test("Subscribe after a seq beyond the newest event is OUT_OF_RANGE", async () => {
+  const alice = next();
+  const stream = await subscribe(alice.a);
+  stream.close();
+  await assertCode(alice.b.subscribe({ afterSeq: 1_000n }), Code.OutOfRange, "after_seq beyond the head");
+});

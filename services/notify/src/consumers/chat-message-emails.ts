@@ -1,0 +1,56 @@
+import { MessageSentSchema } from "@protomesh/contracts/chat/v1/events_pb";
+import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
+import { Code, ConnectError, consumer, type ServiceClient } from "@protomesh/platform";
+import { type ConsumerDeps, deliverEmail } from "../delivery.ts";
+import { chatMessageEmail } from "../templates.ts";
+
+/** A user's address and name, or undefined once the account is gone. */
+async function contactOf(users: Pick<ServiceClient<typeof UserService>, "getContact">, userId: string) {
+  try {
+    return await users.getContact({ userId });
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.NotFound) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Emails the recipient of a chat message when they were offline as it was sent: decided
+ * `delayMs` after the message (a message read by then sends nothing), and at most one email per
+ * conversation per quiet period, so a burst of 50 messages is one email. The CHAT stream is
+ * chat's: this consumer binds once chat has declared it.
+ */
+export function createChatMessageEmails(
+  deps: ConsumerDeps & {
+    users: Pick<ServiceClient<typeof UserService>, "getContact">;
+    delayMs: number;
+    quietS: number;
+  },
+) {
+  return consumer({
+    durable: "notify-chat-message-emails",
+    event: MessageSentSchema,
+    // One conversation's messages in order, so the first of a burst claims its email.
+    orderKey: (e) => e.message?.conversationId ?? "",
+    delayMs: deps.delayMs,
+    ackWaitMs: deps.ackWaitMs,
+    backoffMs: deps.backoffMs,
+    async handle(event, meta, tx) {
+      const message = event.message;
+      if (!message || event.recipientOnline) return;
+      const mark = { userId: event.recipientId, conversationId: message.conversationId };
+      if (await deps.store.chatIsRead(tx, { ...mark, position: event.position })) return;
+      if (!(await deps.store.claimChatEmail(tx, { ...mark, quietS: deps.quietS }))) return;
+      const to = await contactOf(deps.users, event.recipientId);
+      if (!to) return;
+      const from = await contactOf(deps.users, message.senderId);
+      await deliverEmail(
+        deps,
+        tx,
+        event.recipientId,
+        chatMessageEmail(to, from?.displayName ?? "", meta.eventId),
+        meta.eventId,
+      );
+    },
+  });
+}
