@@ -86,24 +86,24 @@ const header = (headers: IncomingHttpHeaders, name: string) => {
   return typeof v === "string" ? v : undefined;
 };
 
-/** Reads a request body of at most `limit` bytes; RESOURCE_EXHAUSTED past it. */
+/**
+ * Reads a request body of at most `limit` bytes; RESOURCE_EXHAUSTED past it, once the rest has
+ * been read and dropped (answering an HTTP/2 stream still sending would reset it under the
+ * answer; the body timeout bounds how long that takes).
+ */
 function readBody(req: Request, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const onData = (chunk: Buffer) => {
+    req.on("data", (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        req.off("data", onData);
-        // Read on and drop the rest, so an HTTP/1.1 connection stays usable.
-        req.resume();
+      if (size <= limit) chunks.push(chunk);
+    });
+    req.once("end", () => {
+      if (size > limit)
         reject(new ConnectError(`request larger than ${limit} bytes`, Code.ResourceExhausted));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on("data", onData);
-    req.once("end", () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    });
     req.once("error", reject);
   });
 }
@@ -464,14 +464,17 @@ export function createForwarder(opts: ForwarderOptions) {
       upstream = stream;
       let status: Trailers | undefined;
       let failure: ConnectError | undefined;
+      // Data is forwarded only after a 200 with no status in it (not trailers-only).
+      let open = false;
       stream.on("response", (h) => {
         const http = Number(h[":status"]);
         if (http !== 200) failure = httpError(http);
         else status = grpcFields(h);
-        if (!failure && !status) sink.start();
+        open = !failure && !status;
+        if (open) sink.start();
       });
       stream.on("data", (chunk: Buffer) => {
-        if (!finished && !failure && !status) sink.data(chunk);
+        if (open && !finished) sink.data(chunk);
       });
       stream.on("trailers", (t) => {
         status ??= grpcFields(t);
@@ -482,6 +485,8 @@ export function createForwarder(opts: ForwarderOptions) {
       stream.once("close", () => {
         if (finished) return;
         if (failure) return fail(failure);
+        // Closed at the HTTP/2 level while paused data is still to be read: end after it.
+        if (status && !stream.readableEnded) return void stream.once("end", () => finish(status ?? {}));
         if (status) return finish(status);
         const refused = stream.rstCode === h2.NGHTTP2_REFUSED_STREAM;
         fail(
@@ -510,7 +515,7 @@ export function createForwarder(opts: ForwarderOptions) {
       if (!wire || !route) return false;
       // gRPC needs trailers (HTTP/2); Connect binary unary and streaming need their own kind.
       if (wire === "grpc" && req.httpVersionMajor !== 2) return false;
-      if ((wire === "connect") === route.streaming) return false;
+      if (route.streaming ? wire === "connect" : wire === "connect-stream") return false;
       void call(route, wire, req, res, exchange);
       return true;
     },
