@@ -260,7 +260,7 @@ export function createForwarder(opts: ForwarderOptions) {
     const type = header(req.headers, "content-type") ?? "";
     let started = false;
     const start = () => {
-      if (started) return;
+      if (started || res.headersSent) return;
       started = true;
       res.writeHead(200, {
         "content-type": type,
@@ -331,8 +331,12 @@ export function createForwarder(opts: ForwarderOptions) {
           res.writeHead(200, { "content-type": "application/proto" }).end(message);
           return;
         }
-        void gzip(message).then((zipped) =>
-          res.writeHead(200, { "content-type": "application/proto", "content-encoding": "gzip" }).end(zipped),
+        void gzip(message).then(
+          (zipped) =>
+            res
+              .writeHead(200, { "content-type": "application/proto", "content-encoding": "gzip" })
+              .end(zipped),
+          () => res.destroy(),
         );
       },
     };
@@ -396,6 +400,8 @@ export function createForwarder(opts: ForwarderOptions) {
     // Bytes handed to the client's connection and not yet flushed to it.
     let pending = 0;
     const write = (chunk: Buffer | string) => {
+      // The client may be gone: its 'close' cancels the upstream, whose last chunks still come.
+      if (res.destroyed || res.writableEnded) return;
       const n = chunk.length;
       pending += n;
       const more = res.write(chunk, () => {

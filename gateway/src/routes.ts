@@ -75,6 +75,17 @@ async function withRetryAfter<T>(exchange: Exchange, check: Promise<T>): Promise
   }
 }
 
+const levels = new WeakMap<DescMethod, Access>();
+/** accessOf, remembered: reading a custom option decodes the method's options every time. */
+function levelOf(method: DescMethod): Access {
+  let level = levels.get(method);
+  if (level === undefined) {
+    level = accessOf(method);
+    levels.set(method, level);
+  }
+  return level;
+}
+
 /** Decides whether a call may be forwarded; throws the ConnectError to answer it with. */
 export type Admission = (
   method: DescMethod,
@@ -91,7 +102,7 @@ export function createAdmission(limiter: RateLimiter, verifier: AccessTokenVerif
   return async (method, authorization, exchange) => {
     const strict = isStrict(method);
     await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, strict));
-    const level = accessOf(method);
+    const level = levelOf(method);
     if (level !== Access.USER && level !== Access.ADMIN) return;
     const token = bearerToken(authorization);
     const user = token ? await verifier.verify(token) : undefined;
