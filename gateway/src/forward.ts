@@ -1,11 +1,12 @@
 // The gateway's hot path: calls forwarded to the upstream service as bytes, without decoding the
 // messages. gRPC, gRPC-web and Connect streaming (binary) carry the same length-prefixed frames
 // as gRPC, and a Connect binary unary body is the bare message: only headers, the 5-byte prefix
-// and the final status are translated. Connect JSON and GET are left to Connect (app.ts).
+// and the final status are translated. Connect JSON unary is transcoded here; Connect JSON
+// streaming and GET are left to Connect (app.ts).
 import { constants as h2, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { promisify } from "node:util";
 import { gunzip as gunzipCb, gzip as gzipCb } from "node:zlib";
-import type { DescMethod } from "@bufbuild/protobuf";
+import { type DescMethod, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   codeToHttpStatus,
@@ -32,7 +33,7 @@ export interface Route {
 }
 
 /** The protocols forwarded as bytes, by what the client sent. */
-type Wire = "grpc" | "grpc-web" | "grpc-web-text" | "connect" | "connect-stream";
+type Wire = "grpc" | "grpc-web" | "grpc-web-text" | "connect" | "connect-json" | "connect-stream";
 
 const WIRES: Record<string, Wire> = {
   "application/grpc": "grpc",
@@ -42,6 +43,7 @@ const WIRES: Record<string, Wire> = {
   "application/grpc-web-text": "grpc-web-text",
   "application/grpc-web-text+proto": "grpc-web-text",
   "application/proto": "connect",
+  "application/json": "connect-json",
   "application/connect+proto": "connect-stream",
 };
 
@@ -155,7 +157,7 @@ async function identityFrames(body: Buffer, encoding: string | undefined, limit:
 
 /** The deadline the client asked for, in ms (grpc-timeout or connect-timeout-ms), if any. */
 function askedTimeoutMs(wire: Wire, headers: IncomingHttpHeaders): number | undefined {
-  if (wire === "connect" || wire === "connect-stream") {
+  if (wire !== "grpc" && wire !== "grpc-web" && wire !== "grpc-web-text") {
     const v = header(headers, "connect-timeout-ms");
     return v && /^\d{1,10}$/.test(v) ? Number(v) : undefined;
   }
@@ -246,6 +248,19 @@ function base64Writer(write: (s: string) => void) {
   };
 }
 
+/** A Connect JSON request as the upstream takes it; a misspelt field is refused, not ignored. */
+function jsonToBinary(method: DescMethod, json: Buffer): Uint8Array {
+  try {
+    const message = fromJsonString(method.input, json.toString("utf8"), { ignoreUnknownFields: false });
+    return toBinary(method.input, message);
+  } catch (err) {
+    throw new ConnectError(
+      `cannot decode message ${method.input.typeName} from JSON: ${(err as Error).message}`,
+      Code.InvalidArgument,
+    );
+  }
+}
+
 /** Creates the forwarder; `serve` returns false for requests it does not forward (left to Connect). */
 export function createForwarder(opts: ForwarderOptions) {
   const active = new Set<Call>();
@@ -301,8 +316,11 @@ export function createForwarder(opts: ForwarderOptions) {
     };
   };
 
-  /** Connect binary unary: the answer's one frame without its prefix, or the error as JSON. */
-  const unary = (req: Request, res: Response, fail: (err: ConnectError) => void): Sink => {
+  /**
+   * Connect unary: the answer's one frame without its prefix (as JSON for a JSON request), or
+   * the error as JSON.
+   */
+  const unary = (req: Request, res: Response, fail: (err: ConnectError) => void, json?: DescMethod): Sink => {
     const chunks: Buffer[] = [];
     let size = 0;
     return {
@@ -325,17 +343,25 @@ export function createForwarder(opts: ForwarderOptions) {
             new ConnectError("upstream answered other than one message", Code.Internal),
           );
         }
-        const message = body.subarray(5);
+        const type = json ? "application/json" : "application/proto";
+        let message = body.subarray(5);
+        if (json) {
+          try {
+            message = Buffer.from(toJsonString(json.output, fromBinary(json.output, message)));
+          } catch {
+            return connectError(
+              res,
+              new ConnectError("upstream answered an undecodable message", Code.Internal),
+            );
+          }
+        }
         const offered = /\bgzip\b/.test(header(req.headers, "accept-encoding") ?? "");
         if (!offered || message.length < GZIP_FROM_BYTES) {
-          res.writeHead(200, { "content-type": "application/proto" }).end(message);
+          res.writeHead(200, { "content-type": type }).end(message);
           return;
         }
         void gzip(message).then(
-          (zipped) =>
-            res
-              .writeHead(200, { "content-type": "application/proto", "content-encoding": "gzip" })
-              .end(zipped),
+          (zipped) => res.writeHead(200, { "content-type": type, "content-encoding": "gzip" }).end(zipped),
           () => res.destroy(),
         );
       },
@@ -350,15 +376,16 @@ export function createForwarder(opts: ForwarderOptions) {
   };
 
   /** The request's frames for the upstream, from the body as the client sent it. */
-  const framesOf = async (wire: Wire, req: Request): Promise<Buffer> => {
+  const framesOf = async (wire: Wire, req: Request, method: DescMethod): Promise<Buffer> => {
     const h = req.headers;
-    if (wire === "connect") {
+    if (wire === "connect" || wire === "connect-json") {
       const encoding = header(h, "content-encoding");
-      if (encoding === "gzip") return frame(0, await inflate(await readBody(req, limit), limit));
-      if (encoding && encoding !== "identity") {
+      if (encoding && encoding !== "identity" && encoding !== "gzip") {
         throw new ConnectError(`unsupported content-encoding "${encoding}"`, Code.Unimplemented);
       }
-      return frame(0, await readBody(req, limit));
+      const body = await readBody(req, limit);
+      const message = encoding === "gzip" ? await inflate(body, limit) : body;
+      return frame(0, wire === "connect" ? message : jsonToBinary(method, message));
     }
     const encoding = header(h, wire === "connect-stream" ? "connect-content-encoding" : "grpc-encoding");
     if (encoding && encoding !== "identity" && encoding !== "gzip") {
@@ -429,7 +456,7 @@ export function createForwarder(opts: ForwarderOptions) {
     const fail = (err: ConnectError) => {
       if (finished) return;
       if (upstream && !upstream.destroyed) upstream.close(h2.NGHTTP2_CANCEL);
-      if (wire === "connect" && !res.headersSent) {
+      if ((wire === "connect" || wire === "connect-json") && !res.headersSent) {
         finished = true;
         clearTimeout(timer);
         active.delete(entry);
@@ -439,7 +466,12 @@ export function createForwarder(opts: ForwarderOptions) {
       }
       finish(trailersOf(err));
     };
-    const sink: Sink = wire === "connect" ? unary(req, res, fail) : passThrough(wire, req, res, write);
+    const sink: Sink =
+      wire === "connect"
+        ? unary(req, res, fail)
+        : wire === "connect-json"
+          ? unary(req, res, fail, route.method)
+          : passThrough(wire, req, res, write);
     const entry: Call = { streaming: route.streaming, abort: fail };
     active.add(entry);
     // A client gone first cancels the upstream call.
@@ -455,7 +487,7 @@ export function createForwarder(opts: ForwarderOptions) {
     try {
       if (route.streaming && stopping.streams) throw GATEWAY_STOPPING();
       await opts.admit(route.method, header(req.headers, "authorization"), exchange);
-      const body = await framesOf(wire, req);
+      const body = await framesOf(wire, req, route.method);
       const asked = askedTimeoutMs(wire, req.headers);
       const timeoutMs = route.streaming
         ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
@@ -521,7 +553,8 @@ export function createForwarder(opts: ForwarderOptions) {
       if (!wire || !route) return false;
       // gRPC needs trailers (HTTP/2); Connect binary unary and streaming need their own kind.
       if (wire === "grpc" && req.httpVersionMajor !== 2) return false;
-      if (route.streaming ? wire === "connect" : wire === "connect-stream") return false;
+      if (route.streaming ? wire === "connect" || wire === "connect-json" : wire === "connect-stream")
+        return false;
       void call(route, wire, req, res, exchange);
       return true;
     },

@@ -8,6 +8,7 @@ import { create, type DescService, fromBinary, toBinary } from "@bufbuild/protob
 import { anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
+  compressionGzip,
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
@@ -179,6 +180,23 @@ const PROTOCOLS: Record<string, (baseUrl: string) => Transport | "grpc-js"> = {
     createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
   "grpc-web (HTTP/1.1)": (baseUrl) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
   "grpc (connect-node)": (baseUrl) => createGrpcTransport({ baseUrl }),
+  "grpc, gzip both ways": (baseUrl) =>
+    createGrpcTransport({ baseUrl, sendCompression: compressionGzip, compressMinBytes: 0 }),
+  "connect json, gzip both ways": (baseUrl) =>
+    createConnectTransport({
+      baseUrl,
+      httpVersion: "1.1",
+      sendCompression: compressionGzip,
+      compressMinBytes: 0,
+    }),
+  "connect binary, gzip both ways": (baseUrl) =>
+    createConnectTransport({
+      baseUrl,
+      httpVersion: "2",
+      useBinaryFormat: true,
+      sendCompression: compressionGzip,
+      compressMinBytes: 0,
+    }),
   "grpc (grpc-js)": () => "grpc-js",
 };
 
