@@ -90,7 +90,7 @@ function definition(service: DescService, handlers: Record<string, Handler>) {
   return [def, impl] as const;
 }
 
-async function startUpstream() {
+async function startUpstream(port = 0) {
   const server = new grpc.Server();
   server.addService(
     ...definition(UserService, {
@@ -129,12 +129,17 @@ async function startUpstream() {
       },
     }),
   );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
-  return { addr: `127.0.0.1:${port}`, stop: () => new Promise<void>((r) => server.tryShutdown(() => r())) };
+  return {
+    addr: `127.0.0.1:${bound}`,
+    port: bound,
+    stop: () => new Promise<void>((r) => server.tryShutdown(() => r())),
+    kill: () => server.forceShutdown(),
+  };
 }
 
 let mesh: FakeMesh;
@@ -476,4 +481,22 @@ test("a stream whose client stops reading is ended with RESOURCE_EXHAUSTED, not 
   const trailers = new Promise<Record<string, unknown>>((resolve) => stream.once("trailers", resolve));
   stream.resume();
   assert.equal((await trailers)["grpc-status"], String(Code.ResourceExhausted));
+});
+
+test("after the upstream restarts, calls go through again on new sessions", async () => {
+  const users = clientsOf("grpc (connect-node)", await mesh.tokenFor("restart-user")).users;
+  assert.equal((await users.getUser({ userId: "before" })).profile?.id, "before");
+  upstream.kill();
+  const down = await rejection(users.getUser({ userId: "while-down" }));
+  assert.equal(down.code, Code.Unavailable);
+  upstream = await startUpstream(upstream.port);
+  await waitUntil(
+    () =>
+      users.getUser({ userId: "after" }).then(
+        (r) => r.profile?.id === "after",
+        () => false,
+      ),
+    10_000,
+    "a call through the restarted upstream",
+  );
 });
