@@ -444,23 +444,29 @@ export function createForwarder(opts: ForwarderOptions) {
         fail(new ConnectError("the client reads too slowly; stream ended", Code.ResourceExhausted));
       }
     };
-    const finish = (trailers: Trailers) => {
-      if (finished) return;
+    /** Records the call's end, once; false if it had already ended. */
+    const settle = (code: number) => {
+      if (finished) return false;
       finished = true;
       clearTimeout(timer);
       active.delete(entry);
-      const status = Number(trailers["grpc-status"] ?? 0);
-      done(status);
-      if (!res.writableEnded && !res.destroyed) sink.end(trailers);
+      done(code);
+      return true;
+    };
+    const cancelUpstream = () => {
+      if (upstream && !upstream.destroyed) upstream.close(h2.NGHTTP2_CANCEL);
+    };
+    const finish = (trailers: Trailers) => {
+      if (settle(Number(trailers["grpc-status"] ?? 0)) && !res.writableEnded && !res.destroyed) {
+        sink.end(trailers);
+      }
     };
     const fail = (err: ConnectError) => {
       if (finished) return;
-      if (upstream && !upstream.destroyed) upstream.close(h2.NGHTTP2_CANCEL);
+      cancelUpstream();
+      // A Connect unary error is its own response (JSON, HTTP status), not trailers.
       if ((wire === "connect" || wire === "connect-json") && !res.headersSent) {
-        finished = true;
-        clearTimeout(timer);
-        active.delete(entry);
-        done(err.code);
+        settle(err.code);
         connectError(res, err);
         return;
       }
@@ -476,13 +482,7 @@ export function createForwarder(opts: ForwarderOptions) {
     active.add(entry);
     // A client gone first cancels the upstream call.
     res.once("close", () => {
-      if (!finished) {
-        finished = true;
-        clearTimeout(timer);
-        active.delete(entry);
-        done(Code.Canceled);
-        if (upstream && !upstream.destroyed) upstream.close(h2.NGHTTP2_CANCEL);
-      }
+      if (settle(Code.Canceled)) cancelUpstream();
     });
     try {
       if (route.streaming && stopping.streams) throw GATEWAY_STOPPING();
