@@ -19,18 +19,21 @@ import type { NatsConnection } from "nats";
 import { createResponseCache } from "./cache.ts";
 import { createClientAddress } from "./client-address.ts";
 import type { GatewayConfig } from "./config.ts";
+import { createForwarder, type Route } from "./forward.ts";
 import { createDualServer, handleCors, stampRequest } from "./http.ts";
 import { createRateLimiter } from "./rate-limits.ts";
 import {
-  addressLimitInterceptor,
-  authInterceptor,
+  admissionInterceptor,
+  createAdmission,
+  createObserver,
   type Exchange,
   exchangeKey,
   forwardRoutes,
+  isExposed,
   isStrict,
   observeInterceptor,
-  userLimitInterceptor,
 } from "./routes.ts";
+import { createUpstream } from "./upstream.ts";
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -102,8 +105,22 @@ export async function startGateway(
           close(): void;
         },
         health: createHealthClient(addr),
+        raw: createUpstream(addr),
       };
     });
+  const routes = new Map<string, Route>();
+  for (const u of upstreams) {
+    for (const method of u.service.methods.filter(isExposed)) {
+      if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") continue;
+      const procedure = `${u.service.typeName}/${method.name}`;
+      routes.set(`/${procedure}`, {
+        method,
+        procedure,
+        upstream: u.raw,
+        streaming: method.methodKind === "server_streaming",
+      });
+    }
+  }
 
   // Ready when every upstream reports SERVING over grpc.health.v1.
   const ready = cached(
@@ -119,28 +136,32 @@ export async function startGateway(
   const inFlight = new Set<Promise<void>>();
   const clientAddress = createClientAddress(config.trustedProxies);
   const exchanges = new WeakMap<object, Exchange>();
+  const admit = createAdmission(limiter, verifier);
+  const observe = createObserver(log, config.accessLog);
+  const timeouts = {
+    defaultMs: config.defaultTimeoutMs,
+    maxMs: config.maxTimeoutMs,
+    maxStreamMs: config.maxStreamTimeoutMs,
+  };
+  const credentials = createGatewayCredentials(config.gatewaySecret);
+  const forwarder = createForwarder({
+    routes,
+    admit,
+    observe,
+    timeouts,
+    credentials,
+    maxRequestBytes: config.maxRequestBytes,
+    maxStreamBufferBytes: config.maxStreamBufferBytes,
+    log,
+  });
   const connect = connectNodeAdapter({
-    routes: forwardRoutes(
-      upstreams,
-      {
-        defaultMs: config.defaultTimeoutMs,
-        maxMs: config.maxTimeoutMs,
-        maxStreamMs: config.maxStreamTimeoutMs,
-      },
-      stopStreams.signal,
-      createGatewayCredentials(config.gatewaySecret),
-    ),
+    routes: forwardRoutes(upstreams, timeouts, stopStreams.signal, credentials),
     contextValues: (req) => {
       const values = createContextValues();
       const exchange = exchanges.get(req);
       return exchange ? values.set(exchangeKey, exchange) : values;
     },
-    interceptors: [
-      observeInterceptor(log, config.accessLog),
-      addressLimitInterceptor(limiter),
-      authInterceptor(verifier),
-      userLimitInterceptor(limiter),
-    ],
+    interceptors: [observeInterceptor(observe), admissionInterceptor(admit)],
     readMaxBytes: config.maxRequestBytes,
     // A misspelt field that silently does nothing is worse than an error naming it.
     jsonOptions: { ignoreUnknownFields: false },
@@ -190,7 +211,7 @@ export async function startGateway(
     if (handleCors(req, res, config.corsOrigins)) return;
     stampRequest(req, res);
     const forwarded = req.headers["x-forwarded-for"];
-    exchanges.set(req, {
+    const exchange: Exchange = {
       clientIp: clientAddress(
         req.socket.remoteAddress,
         Array.isArray(forwarded) ? forwarded.join(",") : forwarded,
@@ -198,13 +219,19 @@ export async function startGateway(
       setHeader: (name, value) => {
         if (!res.headersSent) res.setHeader(name, value);
       },
-    });
+    };
+    exchanges.set(req, exchange);
     // While draining, an HTTP/1.1 client is told to open its next request elsewhere.
     if (draining && req.httpVersionMajor === 1) res.setHeader("connection", "close");
     const done = new Promise<void>((resolve) => res.once("close", resolve));
     inFlight.add(done);
     void done.then(() => inFlight.delete(done));
-    cache.handle(req, res, () => connect(req as never, res as never), log);
+    cache.handle(
+      req,
+      res,
+      () => forwarder.serve(req, res, exchange) || connect(req as never, res as never),
+      log,
+    );
   }, config.connections);
   const { server } = dual;
 
@@ -228,6 +255,7 @@ export async function startGateway(
         draining = true;
         const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
         stopStreams.abort();
+        forwarder.stopStreams();
         dual.stopAccepting();
         const deadline = Date.now() + config.shutdownTimeoutMs;
         // Requests still arriving on open connections join the set: wait until it is empty.
@@ -240,6 +268,7 @@ export async function startGateway(
         if (inFlight.size > 0) {
           log.warn({ inFlight: inFlight.size }, "shutdown timeout: cancelling requests still in flight");
           stopCalls.abort();
+          forwarder.stopCalls();
           await Promise.race([
             Promise.all(inFlight),
             new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
@@ -253,6 +282,7 @@ export async function startGateway(
         for (const u of upstreams) {
           u.client.close();
           u.health.close();
+          u.raw.close();
         }
         jwksSource.close();
         await limiter.stop();

@@ -14,6 +14,8 @@ export interface GatewayConfig extends CommonConfig {
   /** Browser origins allowed by CORS; entries may use `*` as the port, or be `*` (any origin). */
   corsOrigins: string[];
   maxRequestBytes: number;
+  /** A server stream whose client reads slower than its upstream writes is ended past this. */
+  maxStreamBufferBytes: number;
   connections: ConnectionLimits;
   /** Deadline of a unary call whose client set none. */
   defaultTimeoutMs: number;
@@ -44,6 +46,7 @@ export function readGatewayConfig(
     ),
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxStreamBufferBytes: env.int("MAX_STREAM_BUFFER_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
     connections: {
       headersTimeoutMs: env.int("HEADERS_TIMEOUT_MS", defaultConnectionLimits.headersTimeoutMs, 100, 600_000),
       bodyTimeoutMs: env.int("BODY_TIMEOUT_MS", defaultConnectionLimits.bodyTimeoutMs, 100, 3_600_000),

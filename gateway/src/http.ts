@@ -10,9 +10,9 @@ import { createServer as createNet, type Server, type Socket } from "node:net";
 import { cors } from "@connectrpc/connect";
 import { REQUEST_ID_HEADER, requestIdOf } from "@protomesh/platform";
 
-type Request = IncomingMessage | Http2ServerRequest;
+export type Request = IncomingMessage | Http2ServerRequest;
 // Both response kinds offer the same writeHead/setHeader/end; one type keeps call sites simple.
-type Response = ServerResponse;
+export type Response = ServerResponse;
 export type Handler = (req: Request, res: Response) => void;
 
 // A serialized origin as browsers send it (scheme://host[:port], no userinfo, path or

@@ -22,7 +22,6 @@ import {
   retryDelayMs,
   statusName,
   USER_AGENT_HEADER,
-  type UserIdentity,
 } from "@protomesh/platform";
 import { Histogram } from "prom-client";
 import type { RateLimiter } from "./rate-limits.ts";
@@ -53,21 +52,6 @@ export interface Exchange {
 
 /** The request's Exchange, set by the gateway for every request it hands to Connect. */
 export const exchangeKey = createContextKey<Exchange>({ clientIp: "", setHeader: () => {} });
-const userKey = createContextKey<UserIdentity | undefined>(undefined);
-
-/** Checks the caller's token for USER and ADMIN methods before anything is forwarded. */
-export function authInterceptor(verifier: AccessTokenVerifier): Interceptor {
-  return (next) => async (req) => {
-    const level = accessOf(req.method);
-    if (level === Access.USER || level === Access.ADMIN) {
-      const token = bearerToken(req.header.get("authorization"));
-      const user = token ? await verifier.verify(token) : undefined;
-      checkAccess(level, { user });
-      req.contextValues.set(userKey, user);
-    }
-    return next(req);
-  };
-}
 
 const strictMethods = new WeakMap<DescMethod, boolean>();
 /** Whether the method's contract asks for the strict limits (RATE_LIMIT_STRICT). */
@@ -91,55 +75,83 @@ async function withRetryAfter<T>(exchange: Exchange, check: Promise<T>): Promise
   }
 }
 
+const levels = new WeakMap<DescMethod, Access>();
+/** accessOf, remembered: reading a custom option decodes the method's options every time. */
+function levelOf(method: DescMethod): Access {
+  let level = levels.get(method);
+  if (level === undefined) {
+    level = accessOf(method);
+    levels.set(method, level);
+  }
+  return level;
+}
+
+/** Decides whether a call may be forwarded; throws the ConnectError to answer it with. */
+export type Admission = (
+  method: DescMethod,
+  authorization: string | undefined,
+  exchange: Exchange,
+) => Promise<void>;
+
 /**
- * Per-address limits, checked first: before the token is verified and anything is forwarded, so
- * a flood costs the gateway as little as possible.
+ * The checks every call passes before it is forwarded, whatever its protocol: the per-address
+ * limit first (a flood costs the gateway as little as possible), then the token for USER and
+ * ADMIN methods, then the per-user limit of whoever the token names.
  */
-export function addressLimitInterceptor(limiter: RateLimiter): Interceptor {
+export function createAdmission(limiter: RateLimiter, verifier: AccessTokenVerifier): Admission {
+  return async (method, authorization, exchange) => {
+    const strict = isStrict(method);
+    await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, strict));
+    const level = levelOf(method);
+    if (level !== Access.USER && level !== Access.ADMIN) return;
+    const token = bearerToken(authorization);
+    const user = token ? await verifier.verify(token) : undefined;
+    checkAccess(level, { user });
+    if (user) await withRetryAfter(exchange, limiter.checkUser(user.userId, strict));
+  };
+}
+
+/** Admission for calls served by Connect (the protocols the gateway does not forward as bytes). */
+export function admissionInterceptor(admit: Admission): Interceptor {
   return (next) => async (req) => {
-    const exchange = req.contextValues.get(exchangeKey);
-    await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, isStrict(req.method)));
+    await admit(req.method, req.header.get("authorization") ?? undefined, req.contextValues.get(exchangeKey));
     return next(req);
   };
 }
 
-/** Per-user limits, once authInterceptor has verified who the user is (USER and ADMIN methods). */
-export function userLimitInterceptor(limiter: RateLimiter): Interceptor {
-  return (next) => async (req) => {
-    const user = req.contextValues.get(userKey);
-    if (user) {
-      const exchange = req.contextValues.get(exchangeKey);
-      await withRetryAfter(exchange, limiter.checkUser(user.userId, isStrict(req.method)));
-    }
-    return next(req);
-  };
-}
+/** Records one call's end: one access-log line and one metric, with the status it ended with. */
+export type Observer = (procedure: string, requestId: string | undefined) => (code: number) => void;
 
-/** One access-log line and one metric per request, with the status code it ended with. */
-export function observeInterceptor(log: Logger, accessLog: boolean): Interceptor {
-  return (next) => async (req) => {
+/** One access-log line (when on) and one `gateway_request_seconds` sample per call. */
+export function createObserver(log: Logger, accessLog: boolean): Observer {
+  return (procedure, requestId) => {
     const started = performance.now();
-    const procedure = `${req.service.typeName}/${req.method.name}`;
-    let code = statusName(0);
-    try {
-      return await next(req);
-    } catch (err) {
-      code = statusName(ConnectError.from(err).code);
-      throw err;
-    } finally {
+    return (status) => {
+      const code = statusName(status);
       const seconds = (performance.now() - started) / 1000;
       requestSeconds.observe({ procedure, code }, seconds);
       if (accessLog) {
-        log.info(
-          {
-            procedure,
-            code,
-            ms: Math.round(seconds * 10_000) / 10,
-            requestId: req.header.get(REQUEST_ID_HEADER),
-          },
-          "request",
-        );
+        log.info({ procedure, code, ms: Math.round(seconds * 10_000) / 10, requestId }, "request");
       }
+    };
+  };
+}
+
+/** Observation of calls served by Connect. */
+export function observeInterceptor(observe: Observer): Interceptor {
+  return (next) => async (req) => {
+    const done = observe(
+      `${req.service.typeName}/${req.method.name}`,
+      req.header.get(REQUEST_ID_HEADER) ?? undefined,
+    );
+    let code = 0;
+    try {
+      return await next(req);
+    } catch (err) {
+      code = ConnectError.from(err).code;
+      throw err;
+    } finally {
+      done(code);
     }
   };
 }
