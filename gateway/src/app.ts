@@ -154,6 +154,10 @@ export async function startGateway(
     maxStreamBufferBytes: config.maxStreamBufferBytes,
     log,
   });
+  // A misspelt field that silently does nothing is worse than an error naming it; invalid UTF-8
+  // is refused as the forwarder refuses it, not stored with U+FFFD. (Connect hands these options
+  // to its JSON serialization, which takes a textDecoder; its adapter's type does not say so.)
+  const jsonOptions = { ignoreUnknownFields: false, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
   const connect = connectNodeAdapter({
     routes: forwardRoutes(upstreams, timeouts, stopStreams.signal, credentials),
     contextValues: (req) => {
@@ -163,8 +167,7 @@ export async function startGateway(
     },
     interceptors: [observeInterceptor(observe), admissionInterceptor(admit)],
     readMaxBytes: config.maxRequestBytes,
-    // A misspelt field that silently does nothing is worse than an error naming it.
-    jsonOptions: { ignoreUnknownFields: false },
+    jsonOptions,
     shutdownSignal: stopCalls.signal,
   });
 

@@ -248,10 +248,13 @@ function base64Writer(write: (s: string) => void) {
   };
 }
 
+// Invalid UTF-8 is the caller's mistake to hear about, not text to store with U+FFFD in it.
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 /** A Connect JSON request as the upstream takes it; a misspelt field is refused, not ignored. */
 function jsonToBinary(method: DescMethod, json: Buffer): Uint8Array {
   try {
-    const message = fromJsonString(method.input, json.toString("utf8"), { ignoreUnknownFields: false });
+    const message = fromJsonString(method.input, utf8.decode(json), { ignoreUnknownFields: false });
     return toBinary(method.input, message);
   } catch (err) {
     throw new ConnectError(

@@ -442,6 +442,31 @@ test("gRPC-web text (base64) carries messages and trailers both ways", async () 
   assert.match(trailer.subarray(5).toString(), /grpc-status: ?0/);
 });
 
+test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary and streaming", async () => {
+  const token = await mesh.tokenFor("bad-utf8");
+  const bad = Buffer.concat([Buffer.from('{"userId":"x'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
+  // Unary through the forwarder.
+  const unary = await fetch(`${gateway.url}/protomesh.user.v1.UserService/GetUser`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: bad,
+  });
+  assert.equal(unary.status, 400);
+  assert.equal(((await unary.json()) as { code: string }).code, "invalid_argument");
+  // Server streaming (Connect JSON streaming stays on connect-node): one enveloped request.
+  const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 2]), Buffer.from("{}")]);
+  frame.writeUInt32BE(bad.length, 1);
+  const streamed = await fetch(`${gateway.url}/protomesh.notify.v1.NotifyService/WatchMyNotifications`, {
+    method: "POST",
+    headers: { "content-type": "application/connect+json", authorization: `Bearer ${token}` },
+    body: Buffer.concat([frame.subarray(0, 5), bad]),
+  });
+  const body = Buffer.from(await streamed.arrayBuffer());
+  // The end-stream frame (flag 0x02) carries the error.
+  assert.equal(body[0], 0x02, "an end-stream frame");
+  assert.match(body.subarray(5).toString(), /"code":"invalid_argument"/);
+});
+
 test("a stream whose client stops reading is ended with RESOURCE_EXHAUSTED, not buffered", async (t) => {
   const small = await startGateway(
     readGatewayConfig(

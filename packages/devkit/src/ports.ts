@@ -1,12 +1,59 @@
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
-/** A TCP port on 127.0.0.1 that was free a moment ago, for servers that cannot listen on port 0. */
-export function freePort(): Promise<number> {
+// Port 0 hands out ports from the kernel's ephemeral range, the same range outgoing connections
+// take their local ports from: between the check and the server's own bind, a busy test run's
+// next connection can take the port (EADDRINUSE). Ports below that range are never handed out
+// behind our back, so a free one there stays free unless another server asks for it by number.
+const LOWEST = 10_000;
+const ATTEMPTS = 20;
+// Between the check and the bind a port is only promised: another test process must not be
+// handed the same one. A claim is a file made exclusively, and lapses once any server would
+// long have bound the port.
+const CLAIMS = join(tmpdir(), "protomesh-port-claims");
+const CLAIM_MS = 120_000;
+
+function claim(port: number): boolean {
+  const file = join(CLAIMS, String(port));
+  for (let i = 0; i < 2; i++) {
+    try {
+      mkdirSync(CLAIMS, { recursive: true });
+      closeSync(openSync(file, "wx"));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") return true;
+      try {
+        if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false;
+        unlinkSync(file);
+      } catch {
+        // Lapsed and removed by another process meanwhile: try again.
+      }
+    }
+  }
+  return false;
+}
+
+function ephemeralStart(): number {
+  try {
+    const [start] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/);
+    const n = Number(start);
+    return Number.isInteger(n) && n > LOWEST + 1_000 ? n : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Listens on the port (0: any) and closes again; resolves the port, or undefined when taken. */
+function tryPort(port: number): Promise<number | undefined> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      err.code === "EADDRINUSE" || err.code === "EACCES" ? resolve(undefined) : reject(err),
+    );
+    server.listen(port, "127.0.0.1", () => {
       const address = server.address();
       if (address === null || typeof address === "string") {
         server.close();
@@ -16,4 +63,18 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(address.port));
     });
   });
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago, for servers that cannot listen on port 0. */
+export async function freePort(): Promise<number> {
+  const below = ephemeralStart();
+  for (let i = 0; below > 0 && i < ATTEMPTS; i++) {
+    const candidate = LOWEST + Math.floor(Math.random() * (below - LOWEST));
+    if (!claim(candidate)) continue;
+    const port = await tryPort(candidate);
+    if (port !== undefined) return port;
+  }
+  const port = await tryPort(0);
+  if (port === undefined) throw new Error("no free port");
+  return port;
 }

@@ -20,8 +20,10 @@ export function createHub<T>(opts: { queueLimit?: number } = {}) {
     const onAbort = () => l.wake?.();
     signal.addEventListener("abort", onAbort);
     try {
-      for (;;) {
-        signal.throwIfAborted();
+      // An abort ends the iteration instead of failing it: a stream's status comes from its
+      // signal, and a rejected next() that its caller holds while it waits for the client to
+      // read would be an unhandled rejection, which ends the process.
+      while (!signal.aborted) {
         if (l.overflowed)
           throw new ConnectError("the stream fell too far behind; reconnect", Code.ResourceExhausted);
         const next = l.queue.shift();

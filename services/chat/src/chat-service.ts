@@ -195,7 +195,14 @@ export function createChatHandlers(deps: {
         const heartbeat = () => ({ seq: last, event: { case: "heartbeat" as const, value: {} } });
         yield* catchUp();
         yield heartbeat();
-        let next = notices.next();
+        // Held across yields while the client reads: a rejection (it fell too far behind) is
+        // met by the race below, and must not count as unhandled meanwhile.
+        const pull = () => {
+          const pending = notices.next();
+          pending.catch(() => {});
+          return pending;
+        };
+        let next = pull();
         let tick = delay(deps.heartbeatMs, "tick" as const, { signal }).catch(() => "stop" as const);
         for (;;) {
           const got = await Promise.race([next, tick]);
@@ -206,7 +213,7 @@ export function createChatHandlers(deps: {
             continue;
           }
           if (got.done) return;
-          next = notices.next();
+          next = pull();
           const event = fromBinary(SubscribeResponseSchema, got.value);
           if (event.seq <= last) continue;
           // The replica's periodic look at the heads: events whose notice never came.

@@ -17,10 +17,25 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
   const stopped = new Set<string>();
   let kv: KV | undefined;
   let conn: NatsConnection | undefined;
+  /** A write failed: the bucket may be gone (an in-memory stream does not survive a NATS restart). */
+  let failed: unknown;
   const keyOf = (userId: string) => `${userId}.${replica}`;
-  const put = (userId: string) =>
-    kv?.put(keyOf(userId), "").catch((err: unknown) => opts.log.warn({ err }, "presence not recorded"));
+  const put = async (userId: string) => {
+    await kv?.put(keyOf(userId), "").catch((err: unknown) => {
+      failed = err;
+    });
+  };
   const remove = (userId: string) => kv?.delete(keyOf(userId)).catch(() => {});
+  // In memory: presence is rebuilt within a third of the TTL by the refreshes, and every
+  // replica rewrites each of its users that often, so disk would only add writes. Creating it
+  // again is a no-op while it exists.
+  const openBucket = (nc: NatsConnection) =>
+    nc.jetstream().views.kv(opts.bucket, {
+      ttl: opts.ttlMs,
+      history: 1,
+      allow_direct: true,
+      storage: StorageType.Memory,
+    });
 
   /**
    * Whether any replica holds a live key for the user: direct gets of the next message on
@@ -36,8 +51,9 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
       const query = JSON.stringify({ seq, next_by_subj: `$KV.${opts.bucket}.${userId}.*` });
       let found: Awaited<ReturnType<NatsConnection["request"]>>;
       try {
+        // SendMessage waits on this: a NATS that does not answer at once means offline.
         found = await nc.request(`$JS.API.DIRECT.GET.KV_${opts.bucket}`, DIRECT.encode(query), {
-          timeout: 2_000,
+          timeout: 250,
         });
       } catch (err) {
         // NATS is away: offline as far as we can tell.
@@ -57,6 +73,14 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
     intervalMs: Math.max(500, Math.floor(opts.ttlMs / 3)),
     log: opts.log,
     async task(signal) {
+      if (failed !== undefined && conn) {
+        opts.log.warn({ err: failed }, "presence not recorded; opening its bucket again");
+        failed = undefined;
+        kv = await openBucket(conn).catch((err: unknown) => {
+          failed = err;
+          return kv;
+        });
+      }
       for (const userId of open.keys()) {
         if (signal.aborted) return;
         await put(userId);
@@ -66,14 +90,7 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
 
   const part: NatsPart = {
     async attach(nc: NatsConnection) {
-      // In memory: presence is rebuilt within a third of the TTL by the refreshes, and every
-      // replica rewrites each of its users that often, so disk would only add writes.
-      kv = await nc.jetstream().views.kv(opts.bucket, {
-        ttl: opts.ttlMs,
-        history: 1,
-        allow_direct: true,
-        storage: StorageType.Memory,
-      });
+      kv = await openBucket(nc);
       conn = nc;
       await Promise.all([...open.keys()].map(put));
     },

@@ -16,7 +16,7 @@ let mesh: Mesh;
 let addrA: string;
 
 before(async () => {
-  chat = await chatFixture({ chat: { CHAT_PRESENCE_TTL_S: String(TTL_S) } }, 12);
+  chat = await chatFixture({ chat: { CHAT_PRESENCE_TTL_S: String(TTL_S) } }, 14);
   mesh = chat.mesh;
   addrA = chat.addrA;
 });
@@ -135,4 +135,17 @@ test("an event whose live notice was lost reaches the subscriber from the log wi
   } finally {
     stream.close();
   }
+});
+
+// Last: it restarts NATS under the whole fixture.
+test("presence comes back after NATS restarts and loses its in-memory bucket", async (t) => {
+  const [alice, bob] = await pair();
+  // On B, asked through A: only the bucket can tell A that alice is online.
+  const stream = await subscribe(client(chat.addrB, alice));
+  t.after(() => stream.close());
+  const bobAsks = client(addrA, bob);
+  assert.equal(await isOnline(bobAsks, alice.userId), true);
+  await mesh.nats.stop();
+  await mesh.nats.restart();
+  await waitUntil(() => isOnline(bobAsks, alice.userId), 15_000, "online again after the restart");
 });
