@@ -58,10 +58,41 @@ const toMessageRecord = (r: MessageRow): MessageRecord => ({
 });
 
 /**
- * Appends an event to each user's log with the next seq of that user. The heads are locked in
- * id order, so two transactions for the same people never deadlock, and a user's seqs commit
- * in order: a reader that has seen seq n never later finds a new n-1. Holding both people's
- * heads also serialises the changes of their conversation.
+ * Takes the write locks of a change about these people and says which of them are deleted:
+ * first a lock shared with other writes and exclusive with deleteUser's (so a change either
+ * commits before an account's deletion, which then removes it, or sees the tombstone), then the
+ * log heads of those still here, in id order (two transactions for the same people never
+ * deadlock). Holding both people's heads until commit serialises everything about their
+ * conversation: a message's position is taken under them, so positions, seqs and commits come
+ * in one order, and a block decided under them orders it against every send. A deleted user's
+ * head is not recreated.
+ */
+async function lockPeople(tx: Tx, userIds: string[]): Promise<Set<string>> {
+  const people = [...new Set(userIds)].sort();
+  await tx.query({
+    name: "chat-lock-people",
+    text: "SELECT pg_advisory_xact_lock_shared(hashtextextended(u, 0)) FROM unnest($1::text[]) u ORDER BY u",
+    values: [people],
+  });
+  const gone = await tx.query<{ user_id: string }>({
+    name: "chat-deleted",
+    text: "SELECT user_id FROM deleted_users WHERE user_id = ANY($1::uuid[])",
+    values: [people],
+  });
+  const deleted = new Set(gone.rows.map((r) => r.user_id));
+  await tx.query({
+    name: "chat-lock-heads",
+    text: `INSERT INTO user_heads (user_id, seq) SELECT u, 0 FROM unnest($1::uuid[]) u ORDER BY u
+       ON CONFLICT (user_id) DO UPDATE SET seq = user_heads.seq`,
+    values: [people.filter((u) => !deleted.has(u))],
+  });
+  return deleted;
+}
+
+/**
+ * Appends an event to each user's log with the next seq of that user, whose head the
+ * transaction holds (lockPeople): a user's seqs commit in order, so a reader that has seen seq
+ * n never later finds a new n-1.
  */
 async function appendEvents(
   tx: Tx,
@@ -159,19 +190,7 @@ export function createPgChatStore(pool: Pool) {
     }): Promise<Sent> {
       return withTransaction(pool, async (tx): Promise<Sent> => {
         const people = [s.senderId, s.recipientId];
-        // Shared with other writes about these people, exclusive with deleteUser's: a message
-        // either commits before an account's deletion (which removes it) or sees the tombstone.
-        await tx.query({
-          name: "chat-lock-people",
-          text: "SELECT pg_advisory_xact_lock_shared(hashtextextended(u, 0)) FROM unnest($1::text[]) u ORDER BY u",
-          values: [[...people].sort()],
-        });
-        const gone = await tx.query({
-          name: "chat-deleted",
-          text: "SELECT 1 FROM deleted_users WHERE user_id = ANY($1::uuid[])",
-          values: [people],
-        });
-        if ((gone.rowCount ?? 0) > 0) return { kind: "deleted" };
+        if ((await lockPeople(tx, people)).size > 0) return { kind: "deleted" };
         const conversationId = s.conversationId ?? (await openConversation(tx, s.senderId, s.recipientId));
         const id = randomUUID();
         const { rows } = await tx.query<{ position: string; created_at: Date }>({
@@ -205,8 +224,9 @@ export function createPgChatStore(pool: Pool) {
         const events = await appendEvents(tx, people, message);
         await tx.query({
           name: "chat-touch-conversation",
-          text: "UPDATE participants SET last_position = $2 WHERE conversation_id = $1",
-          values: [conversationId, inserted.position],
+          text: `UPDATE participants SET last_position = GREATEST(last_position, $2)
+           WHERE user_id = ANY($3::uuid[]) AND conversation_id = $1`,
+          values: [conversationId, inserted.position, people],
         });
         await addEvent(tx, MessageSentSchema, toMessageSent(message, s.recipientId, s.recipientOnline));
         return { kind: "sent" as const, message, events };

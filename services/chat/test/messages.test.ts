@@ -2,9 +2,11 @@
 // reconnect, idempotent sends, who sees what, bad input, blocks and account deletion.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { UserDeletedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import type { Message } from "@protomesh/contracts/chat/v1/chat_pb";
+import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { assertCode, type Mesh, publishEvent, waitUntil } from "@protomesh/testkit";
 import { type ChatFixture, chatDb, chatFixture, messageOf, newId, send, subscribe } from "./helpers.ts";
 
@@ -14,7 +16,7 @@ let mesh: Mesh;
 before(async () => {
   // Heartbeats (and the replicas' look for missed events) slower than any wait here: delivery
   // must be live.
-  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 24);
+  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 30);
   mesh = chat.mesh;
 });
 after(() => chat?.stop());
@@ -299,4 +301,59 @@ test("Subscribe after a seq beyond the newest event is OUT_OF_RANGE", async () =
   const stream = await subscribe(alice.a);
   stream.close();
   await assertCode(alice.b.subscribe({ afterSeq: 1_000n }), Code.OutOfRange, "after_seq beyond the head");
+});
+
+test("parallel sends in one conversation: each person's log has them in position order, and the list sorts by the newest", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await send(alice.a, bob.who, "first");
+  const burst = await Promise.all(
+    Array.from({ length: 60 }, (_, i) => {
+      const [from, to] = i % 3 ? [alice, bob] : [bob, alice];
+      return send(i % 2 ? from.a : from.b, to.who, `m${i}`);
+    }),
+  );
+  const positions = new Map(
+    (
+      await chatDb<{ id: string; position: string }>(
+        mesh,
+        "SELECT id, position::text AS position FROM messages WHERE conversation_id = $1",
+        [first.conversationId],
+      )
+    ).map((r) => [r.id, BigInt(r.position)]),
+  );
+  const newest = [...positions.values()].reduce((a, b) => (a > b ? a : b));
+  for (const person of [alice, bob]) {
+    const logged = await chatDb<{ payload: Buffer }>(
+      mesh,
+      "SELECT payload FROM user_events WHERE user_id = $1 ORDER BY seq",
+      [person.who.userId],
+    );
+    const order = logged.map((r) =>
+      positions.get(messageOf(fromBinary(SubscribeResponseSchema, r.payload))?.id ?? ""),
+    );
+    assert.equal(order.length, 61);
+    for (let i = 1; i < order.length; i++)
+      assert.ok(
+        (order[i - 1] ?? 0n) < (order[i] ?? 0n),
+        `seq ${i + 1} of ${person.who.userId} goes back in position`,
+      );
+    const [side] = await chatDb<{ last: string }>(
+      mesh,
+      "SELECT last_position::text AS last FROM participants WHERE user_id = $1 AND conversation_id = $2",
+      [person.who.userId, first.conversationId],
+    );
+    assert.equal(BigInt(side?.last ?? 0), newest, "the list sorts by the newest message");
+  }
+  // Bob reads up to a message of the middle: what alice sent after it is unread; an older mark changes nothing.
+  const fromAlice = [first, ...burst.filter((m) => m.senderId === alice.who.userId)].sort((x, y) =>
+    Number((positions.get(x.id) ?? 0n) - (positions.get(y.id) ?? 0n)),
+  );
+  const middle = fromAlice[20];
+  assert.ok(middle);
+  await bob.a.markRead({ conversationId: first.conversationId, messageId: middle.id });
+  await bob.b.markRead({ conversationId: first.conversationId, messageId: first.id });
+  const { conversations } = await bob.a.listConversations({});
+  assert.equal(conversations[0]?.unreadCount, fromAlice.length - 21);
+  assert.equal(conversations[0]?.lastMessage?.id, [...positions].find(([, p]) => p === newest)?.[0]);
 });
