@@ -383,11 +383,19 @@ export function createPgChatStore(pool: Pool) {
       await tx.query("SELECT 1 FROM user_heads WHERE user_id = $1 FOR UPDATE", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
       await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
-      await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
-      await tx.query("UPDATE participants SET peer_id = NULL WHERE peer_id = $1", [userId]);
+      // Through its own sides, so that every statement reaches its rows by a key.
       await tx.query(
-        "DELETE FROM conversations c WHERE NOT EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id)",
+        `UPDATE participants p SET peer_id = NULL FROM participants mine
+         WHERE mine.user_id = $1 AND p.user_id = mine.peer_id AND p.conversation_id = mine.conversation_id`,
+        [userId],
       );
+      // A conversation whose other side went before has nobody left (the cascade takes the rest).
+      await tx.query(
+        `DELETE FROM conversations c USING participants mine
+         WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
+        [userId],
+      );
+      await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
       await tx.query("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [userId]);
       await tx.query("DELETE FROM user_events WHERE user_id = $1", [userId]);
       await tx.query("DELETE FROM user_heads WHERE user_id = $1", [userId]);

@@ -313,16 +313,13 @@ test("parallel sends in one conversation: each person's log has them in position
       return send(i % 2 ? from.a : from.b, to.who, `m${i}`);
     }),
   );
-  const positions = new Map(
-    (
-      await chatDb<{ id: string; position: string }>(
-        mesh,
-        "SELECT id, position::text AS position FROM messages WHERE conversation_id = $1",
-        [first.conversationId],
-      )
-    ).map((r) => [r.id, BigInt(r.position)]),
+  const byPosition = await chatDb<{ id: string; position: string }>(
+    mesh,
+    "SELECT id, position::text AS position FROM messages WHERE conversation_id = $1 ORDER BY messages.position",
+    [first.conversationId],
   );
-  const newest = [...positions.values()].reduce((a, b) => (a > b ? a : b));
+  const positions = new Map(byPosition.map((r) => [r.id, BigInt(r.position)]));
+  const newest = BigInt(byPosition.at(-1)?.position ?? 0);
   for (const person of [alice, bob]) {
     const logged = await chatDb<{ payload: Buffer }>(
       mesh,
@@ -355,5 +352,5 @@ test("parallel sends in one conversation: each person's log has them in position
   await bob.b.markRead({ conversationId: first.conversationId, messageId: first.id });
   const { conversations } = await bob.a.listConversations({});
   assert.equal(conversations[0]?.unreadCount, fromAlice.length - 21);
-  assert.equal(conversations[0]?.lastMessage?.id, [...positions].find(([, p]) => p === newest)?.[0]);
+  assert.equal(conversations[0]?.lastMessage?.id, byPosition.at(-1)?.id);
 });
