@@ -10,3 +10,8 @@ CREATE INDEX blocks_blocked ON blocks (blocked_id);
 -- ListConversations: ORDER BY last_position DESC, conversation_id DESC, from a cursor.
 DROP INDEX participants_recent;
 CREATE INDEX participants_recent ON participants (user_id, last_position DESC, conversation_id DESC);
+
+-- The message a log row carries (NULL for read receipts), so that an account's deletion also
+-- removes its messages' text from its peers' logs, which Subscribe replays for days.
+ALTER TABLE user_events ADD COLUMN message_id uuid;
+CREATE INDEX user_events_message ON user_events (message_id) WHERE message_id IS NOT NULL;

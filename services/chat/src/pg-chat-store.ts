@@ -112,11 +112,13 @@ async function appendEvents(
   }));
   await tx.query({
     name: "chat-log-events",
-    text: "INSERT INTO user_events (user_id, seq, payload) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
+    text: `INSERT INTO user_events (user_id, seq, payload, message_id)
+       SELECT u, s, p, $4 FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS e (u, s, p)`,
     values: [
       events.map((e) => e.userId),
       events.map((e) => String(e.seq)),
       events.map((e) => Buffer.from(e.payload)),
+      "text" in event ? event.id : null,
     ],
   });
   return events;
@@ -238,25 +240,37 @@ export function createPgChatStore(pool: Pool) {
 
     /**
      * Moves the reader's mark up to a message of the conversation and logs a receipt for both
-     * people. "no message" when it is not in the conversation; no events when the mark was
-     * already there or beyond.
+     * people. "no message" when it is not in the conversation (or the reader's account is gone);
+     * no events when the mark was already there or beyond. Decided under the people's locks, so
+     * a racing MarkRead waits and an account deletion comes wholly before or after: a deleted
+     * peer gets no receipt and no new log head.
      */
     async markRead(
       readerId: string,
       conversationId: string,
       messageId: string,
     ): Promise<{ kind: "no message" } | { kind: "read"; events: UserEvent[] }> {
-      const { rows } = await pool.query<{ position: string; read_position: string; peer_id: string | null }>({
-        name: "chat-read-target",
-        text: `SELECT m.position::text AS position, p.read_position::text AS read_position, p.peer_id
-         FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1
-         WHERE m.id = $3 AND m.conversation_id = $2`,
-        values: [readerId, conversationId, messageId],
-      });
-      const target = rows[0];
-      if (!target) return { kind: "no message" };
-      if (BigInt(target.position) <= BigInt(target.read_position)) return { kind: "read", events: [] };
       return withTransaction(pool, async (tx) => {
+        const side = await tx.query<{ peer_id: string | null }>({
+          name: "chat-participant",
+          text: "SELECT peer_id FROM participants WHERE user_id = $1 AND conversation_id = $2",
+          values: [readerId, conversationId],
+        });
+        const peerId = side.rows[0]?.peer_id;
+        const deleted = await lockPeople(tx, peerId ? [readerId, peerId] : [readerId]);
+        if (deleted.has(readerId)) return { kind: "no message" as const };
+        // Read again under the locks: the peer may have gone meanwhile (peer_id is then NULL).
+        const { rows } = await tx.query<{ position: string; read_position: string; peer_id: string | null }>({
+          name: "chat-read-target",
+          text: `SELECT m.position::text AS position, p.read_position::text AS read_position, p.peer_id
+           FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1
+           WHERE m.id = $3 AND m.conversation_id = $2`,
+          values: [readerId, conversationId, messageId],
+        });
+        const target = rows[0];
+        if (!target) return { kind: "no message" as const };
+        if (BigInt(target.position) <= BigInt(target.read_position))
+          return { kind: "read" as const, events: [] };
         const read: ReadRecord = {
           conversationId,
           readerId,
@@ -264,20 +278,15 @@ export function createPgChatStore(pool: Pool) {
           position: BigInt(target.position),
           readAt: new Date(),
         };
-        const people = target.peer_id ? [readerId, target.peer_id] : [readerId];
+        const people =
+          target.peer_id && !deleted.has(target.peer_id) ? [readerId, target.peer_id] : [readerId];
         const events = await appendEvents(tx, people, read);
-        const moved = await tx.query(
-          `UPDATE participants SET read_position = $3
-           WHERE user_id = $1 AND conversation_id = $2 AND read_position < $3`,
+        await tx.query(
+          "UPDATE participants SET read_position = $3 WHERE user_id = $1 AND conversation_id = $2",
           [readerId, conversationId, target.position],
         );
-        // A racing MarkRead moved it further meanwhile: this one changes nothing.
-        if (moved.rowCount === 0) throw new ReadRaced();
         await addEvent(tx, MessagesReadSchema, toMessagesRead(read));
         return { kind: "read" as const, events };
-      }).catch((err: unknown) => {
-        if (err instanceof ReadRaced) return { kind: "read" as const, events: [] };
-        throw err;
       });
     },
 
@@ -382,6 +391,14 @@ export function createPgChatStore(pool: Pool) {
       // Its log head before its peers' rows, as a MarkRead takes them: no deadlock with one.
       await tx.query("SELECT 1 FROM user_heads WHERE user_id = $1 FOR UPDATE", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
+      // Its messages also leave its peers' logs, text and all. That leaves gaps in their seqs:
+      // Subscribe's replay reads `seq > last` in order and its gap fill reads up to a notice's
+      // seq, so both step over a missing seq; a reconnect from before a gap at the very start
+      // of a log may be told to reload (the oldest kept seq moved up), which is also correct.
+      await tx.query(
+        `DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)`,
+        [userId],
+      );
       await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
       // Through its own sides, so that every statement reaches its rows by a key.
       await tx.query(
@@ -415,9 +432,6 @@ export function createPgChatStore(pool: Pool) {
 
 /** A client_message_id already used for another message. */
 class ClientIdReused extends Error {}
-
-/** A MarkRead that lost to a racing one: nothing to write. */
-class ReadRaced extends Error {}
 
 /** The conversation of two people, made (with both sides) when it is the first message. */
 async function openConversation(tx: Tx, a: string, b: string): Promise<string> {

@@ -248,8 +248,9 @@ test("conversations list the last message and unread count; MarkRead clears it a
 test("a deleted account's messages go and its conversations disappear for it; nobody can write to it", async () => {
   const alice = next();
   const bob = next();
-  const hers = await send(alice.a, bob.who, "from alice");
   await send(bob.a, alice.who, "from bob");
+  const hers = await send(alice.a, bob.who, "from alice");
+  await send(bob.b, alice.who, "again");
   await publishEvent(mesh.nats.url, UserDeletedSchema, { userId: alice.who.userId, email: alice.who.email });
   await waitUntil(
     async () =>
@@ -266,9 +267,22 @@ test("a deleted account's messages go and its conversations disappear for it; no
   const bobs = await bob.a.listMessages({ conversationId: hers.conversationId });
   assert.deepEqual(
     bobs.messages.map((m) => m.text),
-    ["from bob"],
+    ["again", "from bob"],
   );
   assert.equal((await bob.a.listConversations({})).conversations[0]?.peerId, "");
+  // Her text is gone from his log too: a reconnect after his first event replays his second
+  // message only, stepping over the seq hers had.
+  const replay = await subscribe(bob.b, 1n);
+  replay.close();
+  assert.deepEqual(
+    replay.first.map((e) => [messageOf(e)?.text, e.seq]),
+    [["again", 3n]],
+  );
+  assert.deepEqual(
+    await chatDb(mesh, "SELECT 1 FROM user_heads WHERE user_id = $1", [alice.who.userId]),
+    [],
+    "her log is gone",
+  );
   await assertCode(
     bob.a.sendMessage({
       to: { case: "conversationId", value: hers.conversationId },

@@ -31,19 +31,18 @@ export function createChatMessageEmails(
     durable: "notify-chat-message-emails",
     event: MessageSentSchema,
     // One conversation's messages in order, so the first of a burst claims its email.
-    orderKey: (e) => e.message?.conversationId ?? "",
+    orderKey: (e) => e.conversationId,
     delayMs: deps.delayMs,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,
     async handle(event, meta, tx) {
-      const message = event.message;
-      if (!message || event.recipientOnline) return;
-      const mark = { userId: event.recipientId, conversationId: message.conversationId };
+      if (event.recipientOnline) return;
+      const mark = { userId: event.recipientId, conversationId: event.conversationId };
       if (await deps.store.chatIsRead(tx, { ...mark, position: event.position })) return;
       if (!(await deps.store.claimChatEmail(tx, { ...mark, quietS: deps.quietS }))) return;
       const to = await contactOf(deps.users, event.recipientId);
       if (!to) return;
-      const from = await contactOf(deps.users, message.senderId);
+      const from = await contactOf(deps.users, event.senderId);
       await deliverEmail(
         deps,
         tx,
