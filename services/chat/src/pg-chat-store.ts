@@ -32,7 +32,9 @@ export type Sent =
   | { kind: "repeat"; message: MessageRecord }
   /** The sender's client_message_id belongs to another message: nothing was stored. */
   | { kind: "reused" }
-  | { kind: "deleted" };
+  | { kind: "deleted" }
+  /** One of the two blocked the other (decided under the locks that order it against block()). */
+  | { kind: "blocked"; byPeer: boolean };
 
 interface MessageRow {
   id: string;
@@ -165,17 +167,6 @@ export function createPgChatStore(pool: Pool) {
       return rows.map((r) => r.peer_id);
     },
 
-    /** Who of two people blocked the other. */
-    async blocks(me: string, peer: string): Promise<{ byPeer: boolean; byMe: boolean }> {
-      const { rows } = await pool.query<{ blocker_id: string }>({
-        name: "chat-blocks",
-        text: `SELECT blocker_id FROM blocks
-         WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)`,
-        values: [me, peer],
-      });
-      return { byPeer: rows.some((r) => r.blocker_id === peer), byMe: rows.some((r) => r.blocker_id === me) };
-    },
-
     /**
      * Stores a message (making the conversation when `conversationId` is not given), logs it for
      * both people, and writes MessageSent, in one transaction. A repeated client_message_id
@@ -193,6 +184,14 @@ export function createPgChatStore(pool: Pool) {
       return withTransaction(pool, async (tx): Promise<Sent> => {
         const people = [s.senderId, s.recipientId];
         if ((await lockPeople(tx, people)).size > 0) return { kind: "deleted" };
+        const blocked = await tx.query<{ blocker_id: string }>({
+          name: "chat-blocks",
+          text: `SELECT blocker_id FROM blocks
+           WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)`,
+          values: people,
+        });
+        if (blocked.rows.length > 0)
+          return { kind: "blocked", byPeer: blocked.rows.some((r) => r.blocker_id === s.recipientId) };
         const conversationId = s.conversationId ?? (await openConversation(tx, s.senderId, s.recipientId));
         const id = randomUUID();
         const { rows } = await tx.query<{ position: string; created_at: Date }>({
@@ -336,11 +335,18 @@ export function createPgChatStore(pool: Pool) {
       return toPage(rows, limit, toMessageRecord);
     },
 
+    /**
+     * Under both people's locks, as send() takes them: a message either commits before the block
+     * or sees it, so none is delivered once BlockUser returned.
+     */
     async block(blockerId: string, blockedId: string): Promise<void> {
-      await pool.query("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
-        blockerId,
-        blockedId,
-      ]);
+      await withTransaction(pool, async (tx) => {
+        if ((await lockPeople(tx, [blockerId, blockedId])).size > 0) return;
+        await tx.query("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
+          blockerId,
+          blockedId,
+        ]);
+      });
     },
 
     async unblock(blockerId: string, blockedId: string): Promise<void> {

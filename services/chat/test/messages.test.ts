@@ -368,3 +368,28 @@ test("parallel sends in one conversation: each person's log has them in position
   assert.equal(conversations[0]?.unreadCount, fromAlice.length - 21);
   assert.equal(conversations[0]?.lastMessage?.id, byPosition.at(-1)?.id);
 });
+
+test("a block racing a burst of sends: no message of the burst commits after BlockUser returned", async () => {
+  const alice = next();
+  const bob = next();
+  const burst = Array.from({ length: 40 }, (_, i) => send(i % 2 ? alice.a : alice.b, bob.who, `m${i}`));
+  await Promise.race(burst);
+  await bob.a.blockUser({ userId: alice.who.userId });
+  const count = async () =>
+    (await chatDb(mesh, "SELECT 1 FROM messages WHERE sender_id = $1", [alice.who.userId])).length;
+  const atBlock = await count();
+  const answers = await Promise.allSettled(burst);
+  assert.equal(await count(), atBlock, "messages committed after the block");
+  assert.equal(answers.filter((a) => a.status === "fulfilled").length, atBlock);
+  for (const a of answers)
+    if (a.status === "rejected") assert.equal((a.reason as { code?: unknown }).code, Code.PermissionDenied);
+  await assertCode(
+    alice.b.sendMessage({
+      to: { case: "recipientId", value: bob.who.userId },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.PermissionDenied,
+    "a send right after the block",
+  );
+});
