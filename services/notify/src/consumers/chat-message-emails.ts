@@ -39,15 +39,18 @@ export function createChatMessageEmails(
       if (event.recipientOnline) return;
       const mark = { userId: event.recipientId, conversationId: event.conversationId };
       if (await deps.store.chatIsRead(tx, { ...mark, position: event.position })) return;
-      if (!(await deps.store.claimChatEmail(tx, { ...mark, quietS: deps.quietS }))) return;
+      const claim = { ...mark, senderId: event.senderId, quietS: deps.quietS };
+      if (!(await deps.store.claimChatEmail(tx, claim))) return;
       const to = await contactOf(deps.users, event.recipientId);
       if (!to) return;
+      // A sender deleted since (its tombstone not here yet): their message is gone, so is the email.
       const from = await contactOf(deps.users, event.senderId);
+      if (!from) return;
       await deliverEmail(
         deps,
         tx,
         event.recipientId,
-        chatMessageEmail(to, from?.displayName ?? "", meta.eventId),
+        chatMessageEmail(to, from.displayName, meta.eventId),
         meta.eventId,
       );
     },
