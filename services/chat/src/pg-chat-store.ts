@@ -18,6 +18,12 @@ import {
   toMessagesRead,
 } from "./convert.ts";
 
+/**
+ * Unread counts stop here ("99+" in a client): a page of conversations costs at most this many
+ * index entries each, however long someone stayed away.
+ */
+const UNREAD_CAP = 100;
+
 /** One user's event, committed, for the live feed. */
 export interface UserEvent {
   userId: string;
@@ -305,8 +311,8 @@ export function createPgChatStore(pool: Pool) {
         }
       >(
         `SELECT p.conversation_id AS id, p.peer_id, p.last_position::text AS sort_key,
-           (SELECT count(*)::int FROM messages x WHERE x.conversation_id = p.conversation_id
-              AND x.position > p.read_position AND x.sender_id <> p.user_id) AS unread,
+           (SELECT count(*)::int FROM (SELECT 1 FROM messages x WHERE x.conversation_id = p.conversation_id
+              AND x.position > p.read_position AND x.sender_id <> p.user_id LIMIT ${UNREAD_CAP}) u) AS unread,
            m.id AS m_id, m.position::text AS position, m.sender_id, m.text, m.client_message_id, m.created_at,
            p.conversation_id
          FROM participants p

@@ -393,3 +393,20 @@ test("a block racing a burst of sends: no message of the burst commits after Blo
     "a send right after the block",
   );
 });
+
+test("the unread count stops at 100", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await send(alice.a, bob.who, "first");
+  // 150 more, written directly: only the count is checked.
+  await chatDb(
+    mesh,
+    `INSERT INTO messages (id, conversation_id, sender_id, text, client_message_id)
+     SELECT gen_random_uuid(), $1, $2, 'more', gen_random_uuid()::text FROM generate_series(1, 150)`,
+    [first.conversationId, alice.who.userId],
+  );
+  assert.equal((await bob.a.listConversations({})).conversations[0]?.unreadCount, 100);
+  await bob.a.markRead({ conversationId: first.conversationId, messageId: first.id });
+  assert.equal((await bob.a.listConversations({})).conversations[0]?.unreadCount, 100);
+  assert.equal((await alice.a.listConversations({})).conversations[0]?.unreadCount, 0);
+});
