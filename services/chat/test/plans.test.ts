@@ -1,5 +1,5 @@
 // The plans of chat's key queries on a few thousand rows: each reaches its rows through an
-// index (no sequential scan of participants, conversations or blocks) and the list needs no
+// index (no sequential scan of participants, conversations, blocks, messages or user_events) and the list needs no
 // sort. The SQL is the store's, repeated here; the plans, not timings, are what is checked.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -28,6 +28,9 @@ test("chat's writes, its list and an account's deletion use indexes", async () =
     SELECT gen_random_uuid(), id, user_a, 'hi', gen_random_uuid()::text FROM conversations`);
   await q(`INSERT INTO blocks (blocker_id, blocked_id)
     SELECT user_a, user_b FROM conversations LIMIT 1000`);
+  await q(`INSERT INTO user_events (user_id, seq, payload, message_id)
+    SELECT p.user_id, row_number() OVER (PARTITION BY p.user_id ORDER BY m.id), '\\x00', m.id
+    FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id`);
   await q("ANALYZE");
   const [c] = await q("SELECT id, user_a, user_b FROM conversations LIMIT 1");
   const plans = {
@@ -47,6 +50,10 @@ test("chat's writes, its list and an account's deletion use indexes", async () =
        WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
       [c?.user_a],
     ),
+    "the deleted's messages in their peers' logs": await plan(
+      "DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)",
+      [c?.user_a],
+    ),
     blocks: await plan("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [c?.user_b]),
     "the list from a cursor": await plan(
       `SELECT p.conversation_id FROM participants p
@@ -57,7 +64,7 @@ test("chat's writes, its list and an account's deletion use indexes", async () =
   };
   for (const [name, text] of Object.entries(plans)) {
     console.log(`== ${name}\n${text}`);
-    assert.doesNotMatch(text, /Seq Scan on (participants|conversations|blocks)/, name);
+    assert.doesNotMatch(text, /Seq Scan on (participants|conversations|blocks|user_events|messages)/, name);
   }
   assert.doesNotMatch(plans["the list from a cursor"], /Sort/, "the list is read in index order");
 });
