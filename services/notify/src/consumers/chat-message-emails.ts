@@ -36,7 +36,8 @@ export function createChatMessageEmails(
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,
     async handle(event, meta, tx) {
-      if (event.recipientOnline) return;
+      // An event written before MessageSent lost the text carries none of the ids: no email.
+      if (event.recipientOnline || !event.conversationId || !event.senderId) return;
       const mark = { userId: event.recipientId, conversationId: event.conversationId };
       if (await deps.store.chatIsRead(tx, { ...mark, position: event.position })) return;
       const claim = { ...mark, senderId: event.senderId, quietS: deps.quietS };
