@@ -78,9 +78,6 @@ export function createChatHandlers(deps: {
           await mustExist(peerId);
         }
       }
-      const blocks = await store.blocks(me, peerId);
-      if (blocks.byPeer) throw fail(Code.PermissionDenied, "this person does not accept your messages");
-      if (blocks.byMe) throw fail(Code.FailedPrecondition, "you blocked this person; unblock them to write");
       const sent = await store.send({
         senderId: me,
         recipientId: peerId,
@@ -92,6 +89,10 @@ export function createChatHandlers(deps: {
       switch (sent.kind) {
         case "deleted":
           throw fail(Code.NotFound, "no such user");
+        case "blocked":
+          throw sent.byPeer
+            ? fail(Code.PermissionDenied, "this person does not accept your messages")
+            : fail(Code.FailedPrecondition, "you blocked this person; unblock them to write");
         case "reused":
           throw fail(Code.InvalidArgument, "client_message_id: already used for another message");
         case "repeat":

@@ -79,7 +79,9 @@ export const toMessageSent = (
   recipientId: string,
   recipientOnline: boolean,
 ): MessageInitShape<typeof MessageSentSchema> => ({
-  message: toMessage(m),
+  messageId: m.id,
+  conversationId: m.conversationId,
+  senderId: m.senderId,
   recipientId,
   position: m.position,
   recipientOnline,

@@ -18,6 +18,12 @@ import {
   toMessagesRead,
 } from "./convert.ts";
 
+/**
+ * Unread counts stop here ("99+" in a client): a page of conversations costs at most this many
+ * index entries each, however long someone stayed away.
+ */
+const UNREAD_CAP = 100;
+
 /** One user's event, committed, for the live feed. */
 export interface UserEvent {
   userId: string;
@@ -32,7 +38,9 @@ export type Sent =
   | { kind: "repeat"; message: MessageRecord }
   /** The sender's client_message_id belongs to another message: nothing was stored. */
   | { kind: "reused" }
-  | { kind: "deleted" };
+  | { kind: "deleted" }
+  /** One of the two blocked the other (decided under the locks that order it against block()). */
+  | { kind: "blocked"; byPeer: boolean };
 
 interface MessageRow {
   id: string;
@@ -58,10 +66,41 @@ const toMessageRecord = (r: MessageRow): MessageRecord => ({
 });
 
 /**
- * Appends an event to each user's log with the next seq of that user. The heads are locked in
- * id order, so two transactions for the same people never deadlock, and a user's seqs commit
- * in order: a reader that has seen seq n never later finds a new n-1. Holding both people's
- * heads also serialises the changes of their conversation.
+ * Takes the write locks of a change about these people and says which of them are deleted:
+ * first a lock shared with other writes and exclusive with deleteUser's (so a change either
+ * commits before an account's deletion, which then removes it, or sees the tombstone), then the
+ * log heads of those still here, in id order (two transactions for the same people never
+ * deadlock). Holding both people's heads until commit serialises everything about their
+ * conversation: a message's position is taken under them, so positions, seqs and commits come
+ * in one order, and a block decided under them orders it against every send. A deleted user's
+ * head is not recreated.
+ */
+async function lockPeople(tx: Tx, userIds: string[]): Promise<Set<string>> {
+  const people = [...new Set(userIds)].sort();
+  await tx.query({
+    name: "chat-lock-people",
+    text: "SELECT pg_advisory_xact_lock_shared(hashtextextended(u, 0)) FROM unnest($1::text[]) u ORDER BY u",
+    values: [people],
+  });
+  const gone = await tx.query<{ user_id: string }>({
+    name: "chat-deleted",
+    text: "SELECT user_id FROM deleted_users WHERE user_id = ANY($1::uuid[])",
+    values: [people],
+  });
+  const deleted = new Set(gone.rows.map((r) => r.user_id));
+  await tx.query({
+    name: "chat-lock-heads",
+    text: `INSERT INTO user_heads (user_id, seq) SELECT u, 0 FROM unnest($1::uuid[]) u ORDER BY u
+       ON CONFLICT (user_id) DO UPDATE SET seq = user_heads.seq`,
+    values: [people.filter((u) => !deleted.has(u))],
+  });
+  return deleted;
+}
+
+/**
+ * Appends an event to each user's log with the next seq of that user, whose head the
+ * transaction holds (lockPeople): a user's seqs commit in order, so a reader that has seen seq
+ * n never later finds a new n-1.
  */
 async function appendEvents(
   tx: Tx,
@@ -81,11 +120,13 @@ async function appendEvents(
   }));
   await tx.query({
     name: "chat-log-events",
-    text: "INSERT INTO user_events (user_id, seq, payload) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
+    text: `INSERT INTO user_events (user_id, seq, payload, message_id)
+       SELECT u, s, p, $4 FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS e (u, s, p)`,
     values: [
       events.map((e) => e.userId),
       events.map((e) => String(e.seq)),
       events.map((e) => Buffer.from(e.payload)),
+      "text" in event ? event.id : null,
     ],
   });
   return events;
@@ -132,17 +173,6 @@ export function createPgChatStore(pool: Pool) {
       return rows.map((r) => r.peer_id);
     },
 
-    /** Who of two people blocked the other. */
-    async blocks(me: string, peer: string): Promise<{ byPeer: boolean; byMe: boolean }> {
-      const { rows } = await pool.query<{ blocker_id: string }>({
-        name: "chat-blocks",
-        text: `SELECT blocker_id FROM blocks
-         WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)`,
-        values: [me, peer],
-      });
-      return { byPeer: rows.some((r) => r.blocker_id === peer), byMe: rows.some((r) => r.blocker_id === me) };
-    },
-
     /**
      * Stores a message (making the conversation when `conversationId` is not given), logs it for
      * both people, and writes MessageSent, in one transaction. A repeated client_message_id
@@ -159,19 +189,15 @@ export function createPgChatStore(pool: Pool) {
     }): Promise<Sent> {
       return withTransaction(pool, async (tx): Promise<Sent> => {
         const people = [s.senderId, s.recipientId];
-        // Shared with other writes about these people, exclusive with deleteUser's: a message
-        // either commits before an account's deletion (which removes it) or sees the tombstone.
-        await tx.query({
-          name: "chat-lock-people",
-          text: "SELECT pg_advisory_xact_lock_shared(hashtextextended(u, 0)) FROM unnest($1::text[]) u ORDER BY u",
-          values: [[...people].sort()],
+        if ((await lockPeople(tx, people)).size > 0) return { kind: "deleted" };
+        const blocked = await tx.query<{ blocker_id: string }>({
+          name: "chat-blocks",
+          text: `SELECT blocker_id FROM blocks
+           WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1)`,
+          values: people,
         });
-        const gone = await tx.query({
-          name: "chat-deleted",
-          text: "SELECT 1 FROM deleted_users WHERE user_id = ANY($1::uuid[])",
-          values: [people],
-        });
-        if ((gone.rowCount ?? 0) > 0) return { kind: "deleted" };
+        if (blocked.rows.length > 0)
+          return { kind: "blocked", byPeer: blocked.rows.some((r) => r.blocker_id === s.recipientId) };
         const conversationId = s.conversationId ?? (await openConversation(tx, s.senderId, s.recipientId));
         const id = randomUUID();
         const { rows } = await tx.query<{ position: string; created_at: Date }>({
@@ -205,8 +231,9 @@ export function createPgChatStore(pool: Pool) {
         const events = await appendEvents(tx, people, message);
         await tx.query({
           name: "chat-touch-conversation",
-          text: "UPDATE participants SET last_position = $2 WHERE conversation_id = $1",
-          values: [conversationId, inserted.position],
+          text: `UPDATE participants SET last_position = GREATEST(last_position, $2)
+           WHERE user_id = ANY($3::uuid[]) AND conversation_id = $1`,
+          values: [conversationId, inserted.position, people],
         });
         await addEvent(tx, MessageSentSchema, toMessageSent(message, s.recipientId, s.recipientOnline));
         return { kind: "sent" as const, message, events };
@@ -218,25 +245,37 @@ export function createPgChatStore(pool: Pool) {
 
     /**
      * Moves the reader's mark up to a message of the conversation and logs a receipt for both
-     * people. "no message" when it is not in the conversation; no events when the mark was
-     * already there or beyond.
+     * people. "no message" when it is not in the conversation (or the reader's account is gone);
+     * no events when the mark was already there or beyond. Decided under the people's locks, so
+     * a racing MarkRead waits and an account deletion comes wholly before or after: a deleted
+     * peer gets no receipt and no new log head.
      */
     async markRead(
       readerId: string,
       conversationId: string,
       messageId: string,
     ): Promise<{ kind: "no message" } | { kind: "read"; events: UserEvent[] }> {
-      const { rows } = await pool.query<{ position: string; read_position: string; peer_id: string | null }>({
-        name: "chat-read-target",
-        text: `SELECT m.position::text AS position, p.read_position::text AS read_position, p.peer_id
-         FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1
-         WHERE m.id = $3 AND m.conversation_id = $2`,
-        values: [readerId, conversationId, messageId],
-      });
-      const target = rows[0];
-      if (!target) return { kind: "no message" };
-      if (BigInt(target.position) <= BigInt(target.read_position)) return { kind: "read", events: [] };
       return withTransaction(pool, async (tx) => {
+        const side = await tx.query<{ peer_id: string | null }>({
+          name: "chat-participant",
+          text: "SELECT peer_id FROM participants WHERE user_id = $1 AND conversation_id = $2",
+          values: [readerId, conversationId],
+        });
+        const peerId = side.rows[0]?.peer_id;
+        const deleted = await lockPeople(tx, peerId ? [readerId, peerId] : [readerId]);
+        if (deleted.has(readerId)) return { kind: "no message" as const };
+        // Read again under the locks: the peer may have gone meanwhile (peer_id is then NULL).
+        const { rows } = await tx.query<{ position: string; read_position: string; peer_id: string | null }>({
+          name: "chat-read-target",
+          text: `SELECT m.position::text AS position, p.read_position::text AS read_position, p.peer_id
+           FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1
+           WHERE m.id = $3 AND m.conversation_id = $2`,
+          values: [readerId, conversationId, messageId],
+        });
+        const target = rows[0];
+        if (!target) return { kind: "no message" as const };
+        if (BigInt(target.position) <= BigInt(target.read_position))
+          return { kind: "read" as const, events: [] };
         const read: ReadRecord = {
           conversationId,
           readerId,
@@ -244,20 +283,15 @@ export function createPgChatStore(pool: Pool) {
           position: BigInt(target.position),
           readAt: new Date(),
         };
-        const people = target.peer_id ? [readerId, target.peer_id] : [readerId];
+        const people =
+          target.peer_id && !deleted.has(target.peer_id) ? [readerId, target.peer_id] : [readerId];
         const events = await appendEvents(tx, people, read);
-        const moved = await tx.query(
-          `UPDATE participants SET read_position = $3
-           WHERE user_id = $1 AND conversation_id = $2 AND read_position < $3`,
+        await tx.query(
+          "UPDATE participants SET read_position = $3 WHERE user_id = $1 AND conversation_id = $2",
           [readerId, conversationId, target.position],
         );
-        // A racing MarkRead moved it further meanwhile: this one changes nothing.
-        if (moved.rowCount === 0) throw new ReadRaced();
         await addEvent(tx, MessagesReadSchema, toMessagesRead(read));
         return { kind: "read" as const, events };
-      }).catch((err: unknown) => {
-        if (err instanceof ReadRaced) return { kind: "read" as const, events: [] };
-        throw err;
       });
     },
 
@@ -277,8 +311,8 @@ export function createPgChatStore(pool: Pool) {
         }
       >(
         `SELECT p.conversation_id AS id, p.peer_id, p.last_position::text AS sort_key,
-           (SELECT count(*)::int FROM messages x WHERE x.conversation_id = p.conversation_id
-              AND x.position > p.read_position AND x.sender_id <> p.user_id) AS unread,
+           (SELECT count(*)::int FROM (SELECT 1 FROM messages x WHERE x.conversation_id = p.conversation_id
+              AND x.position > p.read_position AND x.sender_id <> p.user_id LIMIT ${UNREAD_CAP}) u) AS unread,
            m.id AS m_id, m.position::text AS position, m.sender_id, m.text, m.client_message_id, m.created_at,
            p.conversation_id
          FROM participants p
@@ -307,11 +341,18 @@ export function createPgChatStore(pool: Pool) {
       return toPage(rows, limit, toMessageRecord);
     },
 
+    /**
+     * Under both people's locks, as send() takes them: a message either commits before the block
+     * or sees it, so none is delivered once BlockUser returned.
+     */
     async block(blockerId: string, blockedId: string): Promise<void> {
-      await pool.query("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
-        blockerId,
-        blockedId,
-      ]);
+      await withTransaction(pool, async (tx) => {
+        if ((await lockPeople(tx, [blockerId, blockedId])).size > 0) return;
+        await tx.query("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
+          blockerId,
+          blockedId,
+        ]);
+      });
     },
 
     async unblock(blockerId: string, blockedId: string): Promise<void> {
@@ -362,12 +403,28 @@ export function createPgChatStore(pool: Pool) {
       // Its log head before its peers' rows, as a MarkRead takes them: no deadlock with one.
       await tx.query("SELECT 1 FROM user_heads WHERE user_id = $1 FOR UPDATE", [userId]);
       await tx.query("INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING", [userId]);
-      await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
-      await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
-      await tx.query("UPDATE participants SET peer_id = NULL WHERE peer_id = $1", [userId]);
+      // Its messages also leave its peers' logs, text and all. That leaves gaps in their seqs:
+      // Subscribe's replay reads `seq > last` in order and its gap fill reads up to a notice's
+      // seq, so both step over a missing seq; a reconnect from before a gap at the very start
+      // of a log may be told to reload (the oldest kept seq moved up), which is also correct.
       await tx.query(
-        "DELETE FROM conversations c WHERE NOT EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id)",
+        `DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)`,
+        [userId],
       );
+      await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
+      // Through its own sides, so that every statement reaches its rows by a key.
+      await tx.query(
+        `UPDATE participants p SET peer_id = NULL FROM participants mine
+         WHERE mine.user_id = $1 AND p.user_id = mine.peer_id AND p.conversation_id = mine.conversation_id`,
+        [userId],
+      );
+      // A conversation whose other side went before has nobody left (the cascade takes the rest).
+      await tx.query(
+        `DELETE FROM conversations c USING participants mine
+         WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
+        [userId],
+      );
+      await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
       await tx.query("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [userId]);
       await tx.query("DELETE FROM user_events WHERE user_id = $1", [userId]);
       await tx.query("DELETE FROM user_heads WHERE user_id = $1", [userId]);
@@ -387,9 +444,6 @@ export function createPgChatStore(pool: Pool) {
 
 /** A client_message_id already used for another message. */
 class ClientIdReused extends Error {}
-
-/** A MarkRead that lost to a racing one: nothing to write. */
-class ReadRaced extends Error {}
 
 /** The conversation of two people, made (with both sides) when it is the first message. */
 async function openConversation(tx: Tx, a: string, b: string): Promise<string> {

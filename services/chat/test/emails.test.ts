@@ -2,7 +2,8 @@
 // one per conversation per quiet period, never for a message read in the meantime.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { type Mesh, mailsTo, query, waitUntil } from "@protomesh/testkit";
+import { UserDeletedSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { type Mesh, mailsTo, publishEvent, query, waitUntil } from "@protomesh/testkit";
 import { type ChatFixture, chatFixture, send, subscribe } from "./helpers.ts";
 
 const SUBJECT = "New message from Test User";
@@ -10,12 +11,16 @@ let chat: ChatFixture;
 let mesh: Mesh;
 
 before(async () => {
-  chat = await chatFixture({ notify: { CHAT_EMAIL_DELAY_MS: "2000", CHAT_EMAIL_QUIET_S: "600" } }, 8);
+  chat = await chatFixture({ notify: { CHAT_EMAIL_DELAY_MS: "2000", CHAT_EMAIL_QUIET_S: "600" } }, 9);
   mesh = chat.mesh;
 });
 after(() => chat?.stop());
 
 const next = () => chat.next();
+
+/** Rows of notify's database. */
+const notifyDb = (sql: string, params: unknown[] = []) =>
+  query(mesh.env.notify.DATABASE_URL ?? "", sql, params);
 
 /** MessageSent events notify has decided about so far. */
 const decided = async () =>
@@ -71,4 +76,27 @@ test("a message read before notify decides sends no email", async () => {
     await erin.b.markRead({ conversationId: message.conversationId, messageId: message.id });
   });
   assert.equal(mailsTo(mesh, erin.who.email, SUBJECT).length, 0);
+});
+
+test("no email about a message whose sender or recipient deleted their account before notify decided", async () => {
+  const gina = next();
+  const hank = next();
+  const ivan = next();
+  const start = await decided();
+  await send(gina.a, hank.who, "from a sender who leaves");
+  await send(hank.b, ivan.who, "to a recipient who leaves");
+  for (const gone of [gina.who, ivan.who])
+    await publishEvent(mesh.nats.url, UserDeletedSchema, { userId: gone.userId, email: gone.email });
+  const gone = [gina.who.userId, ivan.who.userId];
+  await waitUntil(
+    async () => (await notifyDb("SELECT 1 FROM deleted_users WHERE user_id = ANY($1)", [gone])).length === 2,
+    10_000,
+    "the deletions in notify",
+  );
+  assert.equal(await decided(), start, "notify decided before the deletions landed: nothing shown");
+  await waitUntil(async () => (await decided()) >= start + 2, 20_000, "both messages decided");
+  const chatMails = (to: string) =>
+    mesh.smtp.messages.filter((m) => m.to.includes(to) && m.subject.startsWith("New message from"));
+  assert.deepEqual([...chatMails(hank.who.email), ...chatMails(ivan.who.email)], []);
+  assert.deepEqual(await notifyDb("SELECT 1 FROM chat_emails WHERE user_id = ANY($1)", [gone]), []);
 });

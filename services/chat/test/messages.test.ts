@@ -2,9 +2,11 @@
 // reconnect, idempotent sends, who sees what, bad input, blocks and account deletion.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { UserDeletedSchema } from "@protomesh/contracts/auth/v1/events_pb";
 import type { Message } from "@protomesh/contracts/chat/v1/chat_pb";
+import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { assertCode, type Mesh, publishEvent, waitUntil } from "@protomesh/testkit";
 import { type ChatFixture, chatDb, chatFixture, messageOf, newId, send, subscribe } from "./helpers.ts";
 
@@ -14,7 +16,7 @@ let mesh: Mesh;
 before(async () => {
   // Heartbeats (and the replicas' look for missed events) slower than any wait here: delivery
   // must be live.
-  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 24);
+  chat = await chatFixture({ chat: { CHAT_HEARTBEAT_S: "60" } }, 30);
   mesh = chat.mesh;
 });
 after(() => chat?.stop());
@@ -246,8 +248,9 @@ test("conversations list the last message and unread count; MarkRead clears it a
 test("a deleted account's messages go and its conversations disappear for it; nobody can write to it", async () => {
   const alice = next();
   const bob = next();
-  const hers = await send(alice.a, bob.who, "from alice");
   await send(bob.a, alice.who, "from bob");
+  const hers = await send(alice.a, bob.who, "from alice");
+  await send(bob.b, alice.who, "again");
   await publishEvent(mesh.nats.url, UserDeletedSchema, { userId: alice.who.userId, email: alice.who.email });
   await waitUntil(
     async () =>
@@ -264,9 +267,22 @@ test("a deleted account's messages go and its conversations disappear for it; no
   const bobs = await bob.a.listMessages({ conversationId: hers.conversationId });
   assert.deepEqual(
     bobs.messages.map((m) => m.text),
-    ["from bob"],
+    ["again", "from bob"],
   );
   assert.equal((await bob.a.listConversations({})).conversations[0]?.peerId, "");
+  // Her text is gone from his log too: a reconnect after his first event replays his second
+  // message only, stepping over the seq hers had.
+  const replay = await subscribe(bob.b, 1n);
+  replay.close();
+  assert.deepEqual(
+    replay.first.map((e) => [messageOf(e)?.text, e.seq]),
+    [["again", 3n]],
+  );
+  assert.deepEqual(
+    await chatDb(mesh, "SELECT 1 FROM user_heads WHERE user_id = $1", [alice.who.userId]),
+    [],
+    "her log is gone",
+  );
   await assertCode(
     bob.a.sendMessage({
       to: { case: "conversationId", value: hers.conversationId },
@@ -299,4 +315,98 @@ test("Subscribe after a seq beyond the newest event is OUT_OF_RANGE", async () =
   const stream = await subscribe(alice.a);
   stream.close();
   await assertCode(alice.b.subscribe({ afterSeq: 1_000n }), Code.OutOfRange, "after_seq beyond the head");
+});
+
+test("parallel sends in one conversation: each person's log has them in position order, and the list sorts by the newest", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await send(alice.a, bob.who, "first");
+  const burst = await Promise.all(
+    Array.from({ length: 60 }, (_, i) => {
+      const [from, to] = i % 3 ? [alice, bob] : [bob, alice];
+      return send(i % 2 ? from.a : from.b, to.who, `m${i}`);
+    }),
+  );
+  const byPosition = await chatDb<{ id: string; position: string }>(
+    mesh,
+    "SELECT id, position::text AS position FROM messages WHERE conversation_id = $1 ORDER BY messages.position",
+    [first.conversationId],
+  );
+  const positions = new Map(byPosition.map((r) => [r.id, BigInt(r.position)]));
+  const newest = BigInt(byPosition.at(-1)?.position ?? 0);
+  for (const person of [alice, bob]) {
+    const logged = await chatDb<{ payload: Buffer }>(
+      mesh,
+      "SELECT payload FROM user_events WHERE user_id = $1 ORDER BY seq",
+      [person.who.userId],
+    );
+    const order = logged.map((r) =>
+      positions.get(messageOf(fromBinary(SubscribeResponseSchema, r.payload))?.id ?? ""),
+    );
+    assert.equal(order.length, 61);
+    for (let i = 1; i < order.length; i++)
+      assert.ok(
+        (order[i - 1] ?? 0n) < (order[i] ?? 0n),
+        `seq ${i + 1} of ${person.who.userId} goes back in position`,
+      );
+    const [side] = await chatDb<{ last: string }>(
+      mesh,
+      "SELECT last_position::text AS last FROM participants WHERE user_id = $1 AND conversation_id = $2",
+      [person.who.userId, first.conversationId],
+    );
+    assert.equal(BigInt(side?.last ?? 0), newest, "the list sorts by the newest message");
+  }
+  // Bob reads up to a message of the middle: what alice sent after it is unread; an older mark changes nothing.
+  const fromAlice = [first, ...burst.filter((m) => m.senderId === alice.who.userId)].sort((x, y) =>
+    Number((positions.get(x.id) ?? 0n) - (positions.get(y.id) ?? 0n)),
+  );
+  const middle = fromAlice[20];
+  assert.ok(middle);
+  await bob.a.markRead({ conversationId: first.conversationId, messageId: middle.id });
+  await bob.b.markRead({ conversationId: first.conversationId, messageId: first.id });
+  const { conversations } = await bob.a.listConversations({});
+  assert.equal(conversations[0]?.unreadCount, fromAlice.length - 21);
+  assert.equal(conversations[0]?.lastMessage?.id, byPosition.at(-1)?.id);
+});
+
+test("a block racing a burst of sends: no message of the burst commits after BlockUser returned", async () => {
+  const alice = next();
+  const bob = next();
+  const burst = Array.from({ length: 40 }, (_, i) => send(i % 2 ? alice.a : alice.b, bob.who, `m${i}`));
+  await Promise.race(burst);
+  await bob.a.blockUser({ userId: alice.who.userId });
+  const count = async () =>
+    (await chatDb(mesh, "SELECT 1 FROM messages WHERE sender_id = $1", [alice.who.userId])).length;
+  const atBlock = await count();
+  const answers = await Promise.allSettled(burst);
+  assert.equal(await count(), atBlock, "messages committed after the block");
+  assert.equal(answers.filter((a) => a.status === "fulfilled").length, atBlock);
+  for (const a of answers)
+    if (a.status === "rejected") assert.equal((a.reason as { code?: unknown }).code, Code.PermissionDenied);
+  await assertCode(
+    alice.b.sendMessage({
+      to: { case: "recipientId", value: bob.who.userId },
+      text: "hi",
+      clientMessageId: newId(),
+    }),
+    Code.PermissionDenied,
+    "a send right after the block",
+  );
+});
+
+test("the unread count stops at 100", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await send(alice.a, bob.who, "first");
+  // 150 more, written directly: only the count is checked.
+  await chatDb(
+    mesh,
+    `INSERT INTO messages (id, conversation_id, sender_id, text, client_message_id)
+     SELECT gen_random_uuid(), $1, $2, 'more', gen_random_uuid()::text FROM generate_series(1, 150)`,
+    [first.conversationId, alice.who.userId],
+  );
+  assert.equal((await bob.a.listConversations({})).conversations[0]?.unreadCount, 100);
+  await bob.a.markRead({ conversationId: first.conversationId, messageId: first.id });
+  assert.equal((await bob.a.listConversations({})).conversations[0]?.unreadCount, 100);
+  assert.equal((await alice.a.listConversations({})).conversations[0]?.unreadCount, 0);
 });

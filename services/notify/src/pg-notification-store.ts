@@ -103,18 +103,22 @@ export function createPgNotificationStore(pool: Pool) {
 
     /**
      * Claims the conversation's email for the person: false when one went out within the quiet
-     * period. The row lock makes racing claims (two replicas) take turns; the claim is undone
-     * with the transaction if the send fails.
+     * period, or when the person or the sender deleted their account (no row is written for a
+     * deleted person: the lock orders the claim and deleteUser, as in add()). The row lock makes
+     * racing claims (two replicas) take turns; the claim is undone with the transaction if the
+     * send fails.
      */
     async claimChatEmail(
       tx: Tx,
-      c: { userId: string; conversationId: string; quietS: number },
+      c: { userId: string; senderId: string; conversationId: string; quietS: number },
     ): Promise<boolean> {
+      await tx.query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", [c.userId]);
       const { rowCount } = await tx.query(
-        `INSERT INTO chat_emails (user_id, conversation_id, sent_at) VALUES ($1, $2, now())
+        `INSERT INTO chat_emails (user_id, conversation_id, sent_at)
+         SELECT $1, $2, now() WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id IN ($1, $4))
          ON CONFLICT (user_id, conversation_id) DO UPDATE SET sent_at = now()
            WHERE chat_emails.sent_at < now() - make_interval(secs => $3)`,
-        [c.userId, c.conversationId, c.quietS],
+        [c.userId, c.conversationId, c.quietS, c.senderId],
       );
       return (rowCount ?? 0) > 0;
     },

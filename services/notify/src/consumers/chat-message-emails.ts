@@ -31,24 +31,27 @@ export function createChatMessageEmails(
     durable: "notify-chat-message-emails",
     event: MessageSentSchema,
     // One conversation's messages in order, so the first of a burst claims its email.
-    orderKey: (e) => e.message?.conversationId ?? "",
+    orderKey: (e) => e.conversationId,
     delayMs: deps.delayMs,
     ackWaitMs: deps.ackWaitMs,
     backoffMs: deps.backoffMs,
     async handle(event, meta, tx) {
-      const message = event.message;
-      if (!message || event.recipientOnline) return;
-      const mark = { userId: event.recipientId, conversationId: message.conversationId };
+      // An event written before MessageSent lost the text carries none of the ids: no email.
+      if (event.recipientOnline || !event.conversationId || !event.senderId) return;
+      const mark = { userId: event.recipientId, conversationId: event.conversationId };
       if (await deps.store.chatIsRead(tx, { ...mark, position: event.position })) return;
-      if (!(await deps.store.claimChatEmail(tx, { ...mark, quietS: deps.quietS }))) return;
+      const claim = { ...mark, senderId: event.senderId, quietS: deps.quietS };
+      if (!(await deps.store.claimChatEmail(tx, claim))) return;
       const to = await contactOf(deps.users, event.recipientId);
       if (!to) return;
-      const from = await contactOf(deps.users, message.senderId);
+      // A sender deleted since (its tombstone not here yet): their message is gone, so is the email.
+      const from = await contactOf(deps.users, event.senderId);
+      if (!from) return;
       await deliverEmail(
         deps,
         tx,
         event.recipientId,
-        chatMessageEmail(to, from?.displayName ?? "", meta.eventId),
+        chatMessageEmail(to, from.displayName, meta.eventId),
         meta.eventId,
       );
     },

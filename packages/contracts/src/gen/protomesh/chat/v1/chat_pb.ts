@@ -90,7 +90,8 @@ export type Conversation = Message$1<"protomesh.chat.v1.Conversation"> & {
   lastMessage?: Message | undefined;
 
   /**
-   * Messages from the peer after the caller's read mark.
+   * Messages from the peer after the caller's read mark, counted up to 100: 100 means 100 or
+   * more (show "99+").
    *
    * @generated from field: int32 unread_count = 4;
    */

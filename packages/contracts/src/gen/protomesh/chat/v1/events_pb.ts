@@ -6,8 +6,6 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message as Message$1 } from "./chat_pb.js";
-import { file_protomesh_chat_v1_chat } from "./chat_pb.js";
 import { file_protomesh_options_v1_options } from "../../options/v1/options_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,18 +13,30 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file protomesh/chat/v1/events.proto.
  */
 export const file_protomesh_chat_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wcm90b21lc2gvY2hhdC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5jaGF0LnYxIsMBCgtNZXNzYWdlU2VudBIrCgdtZXNzYWdlGAEgASgLMhoucHJvdG9tZXNoLmNoYXQudjEuTWVzc2FnZRIUCgxyZWNpcGllbnRfaWQYAiABKAkSEAoIcG9zaXRpb24YAyABKAQSGAoQcmVjaXBpZW50X29ubGluZRgEIAEoCBIuCgpvY2N1cl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDoVyvMYEWNoYXQubWVzc2FnZS5zZW50IpMBCgxNZXNzYWdlc1JlYWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhEKCXJlYWRlcl9pZBgCIAEoCRIQCghwb3NpdGlvbhgDIAEoBBIuCgpvY2N1cl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDoVyvMYEWNoYXQubWVzc2FnZS5yZWFkYgZwcm90bzM", [file_google_protobuf_timestamp, file_protomesh_chat_v1_chat, file_protomesh_options_v1_options]);
+  fileDesc("Ch5wcm90b21lc2gvY2hhdC92MS9ldmVudHMucHJvdG8SEXByb3RvbWVzaC5jaGF0LnYxIuUBCgtNZXNzYWdlU2VudBISCgptZXNzYWdlX2lkGAYgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgHIAEoCRIRCglzZW5kZXJfaWQYCCABKAkSFAoMcmVjaXBpZW50X2lkGAIgASgJEhAKCHBvc2l0aW9uGAMgASgEEhgKEHJlY2lwaWVudF9vbmxpbmUYBCABKAgSLgoKb2NjdXJfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6FcrzGBFjaGF0Lm1lc3NhZ2Uuc2VudEoECAEQAlIHbWVzc2FnZSKTAQoMTWVzc2FnZXNSZWFkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglyZWFkZXJfaWQYAiABKAkSEAoIcG9zaXRpb24YAyABKAQSLgoKb2NjdXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6FcrzGBFjaGF0Lm1lc3NhZ2UucmVhZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_protomesh_options_v1_options]);
 
 /**
  * MessageSent: a message was stored. Consumed by notify, which emails an offline recipient.
+ * Who wrote to whom, never the text: the stream keeps events for days, also those of an account
+ * deleted meanwhile.
  *
  * @generated from message protomesh.chat.v1.MessageSent
  */
 export type MessageSent = Message<"protomesh.chat.v1.MessageSent"> & {
   /**
-   * @generated from field: protomesh.chat.v1.Message message = 1;
+   * @generated from field: string message_id = 6;
    */
-  message?: Message$1 | undefined;
+  messageId: string;
+
+  /**
+   * @generated from field: string conversation_id = 7;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: string sender_id = 8;
+   */
+  senderId: string;
 
   /**
    * @generated from field: string recipient_id = 2;
