@@ -242,6 +242,9 @@ export interface ConsumerSpec<D extends DescMessage = DescMessage> {
   delayMs?: number;
 }
 
+/** Events a delayed consumer may hold at once (a few MB): a replica's rate is this per delay. */
+const DELAYED_HOLD_LIMIT = 10_000;
+
 /** Pairs an event schema with a handler whose types it checks. */
 export function consumer<D extends DescMessage>(spec: ConsumerSpec<D>): ConsumerSpec {
   return spec as unknown as ConsumerSpec;
@@ -387,8 +390,10 @@ export function startConsumer(
     throw new Error(`${spec.durable}: concurrency must be an integer from 1 to 256`);
   }
   // Messages held at once (running, waiting for their key or a slot): more than the slots, so
-  // that one slow key does not keep the others from being pulled.
-  const holdLimit = Math.max(32, concurrency * 4);
+  // that one slow key does not keep the others from being pulled. A delayed consumer holds
+  // everything that arrives within its delay: a bound of a few dozen would let it handle no
+  // more than that per delay (32 chat emails decided per 30 s, the rest redelivered).
+  const holdLimit = spec.delayMs ? DELAYED_HOLD_LIMIT : Math.max(32, concurrency * 4);
   const ackWaitMs = spec.ackWaitMs ?? 30_000;
   const config = {
     durable_name: spec.durable,

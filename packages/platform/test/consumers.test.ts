@@ -246,3 +246,16 @@ test("stop waits for the handlers in flight, which commit and ack; what had not 
   await waitUntil(() => done.includes("second"), 10_000, "the unstarted event redelivered at once");
   assert.deepEqual(done, ["first", "second"]);
 });
+
+test("a delayed consumer holds every event that arrives within its delay, not a few dozen", async (t) => {
+  const c = run({ delayMs: 10 * 60_000, handle: async () => assert.fail("handled before its delay") });
+  t.after(() => c.stop());
+  const COUNT = 100;
+  await Promise.all(Array.from({ length: COUNT }, (_, i) => publish(`delayed-${i}`, `d${i}`)));
+  // Delivered and held (kept from redelivery), none handled: all of them, not the hold limit.
+  await waitUntil(
+    async () => (await jsm.consumers.info("AUTH", c.durable)).num_ack_pending === COUNT,
+    10_000,
+    `all ${COUNT} delayed events held`,
+  );
+});
