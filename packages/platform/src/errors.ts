@@ -39,6 +39,16 @@ export function retryLater(message: string, delayMs: number): ConnectError {
   ]);
 }
 
+/** The call's answer, or undefined when it failed with NOT_FOUND (any other failure is thrown). */
+export async function unlessNotFound<T>(call: Promise<T>): Promise<T | undefined> {
+  try {
+    return await call;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.NotFound) return undefined;
+    throw err;
+  }
+}
+
 /** The retry delay an error carries (google.rpc.RetryInfo), in milliseconds. */
 export function retryDelayMs(err: ConnectError): number | undefined {
   const info = err.findDetails(RetryInfoSchema)[0];

@@ -32,7 +32,7 @@ export {
 } from "./context.ts";
 export { createPool, type Pool, type Tx, withTransaction } from "./db.ts";
 export { type DeadLetter, listDeadLetters, replayDeadLetter } from "./dead-letters.ts";
-export { Code, ConnectError, fail, retryDelayMs, retryLater } from "./errors.ts";
+export { Code, ConnectError, fail, retryDelayMs, retryLater, unlessNotFound } from "./errors.ts";
 export {
   addEvent,
   type ConsumerSpec,

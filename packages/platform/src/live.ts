@@ -3,7 +3,7 @@ import { createHub } from "./hub.ts";
 
 /** Something a service runs on the NATS connection once the platform has one. */
 export interface NatsPart {
-  /** Called once NATS is connected (again after a restart of the events part). */
+  /** Called once, when NATS is first connected (nats.js reconnects by itself after that). */
   attach(nc: NatsConnection): Promise<void>;
   /** Called before the connection drains at shutdown. */
   detach(): Promise<void>;

@@ -15,6 +15,7 @@ import {
   requireUser,
   type ServiceClient,
   type ServiceHandlers,
+  unlessNotFound,
 } from "@protomesh/platform";
 import { toConversation, toMessage } from "./convert.ts";
 import type { ChatStore, UserEvent } from "./pg-chat-store.ts";
@@ -34,7 +35,7 @@ export function createChatHandlers(deps: {
   pageTokens: PageTokens;
   heartbeatMs: number;
 }): ServiceHandlers<typeof ChatService> {
-  const { store, live, presence, pageTokens } = deps;
+  const { store, users, live, presence, pageTokens } = deps;
 
   /** Hands committed events to the streams open for their users, on every replica. */
   const announce = (events: UserEvent[]) => {
@@ -43,20 +44,15 @@ export function createChatHandlers(deps: {
 
   /** The caller's side of a conversation, or NOT_FOUND. */
   const sideOf = async (userId: string, conversationId: string) => {
-    const side = await deps.store.participant(userId, conversationId);
+    const side = await store.participant(userId, conversationId);
     if (!side) throw conversationNotFound();
     return side;
   };
 
   /** NOT_FOUND unless user knows the account (asked on a first message only). */
   const mustExist = async (userId: string) => {
-    try {
-      await deps.users.getUser({ userId });
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.NotFound)
-        throw fail(Code.NotFound, "recipient_id: no such user");
-      throw err;
-    }
+    if (!(await unlessNotFound(users.getUser({ userId }))))
+      throw fail(Code.NotFound, "recipient_id: no such user");
   };
 
   return {

@@ -1,18 +1,12 @@
 import { MessageSentSchema } from "@protomesh/contracts/chat/v1/events_pb";
 import type { UserService } from "@protomesh/contracts/user/v1/user_pb";
-import { Code, ConnectError, consumer, type ServiceClient } from "@protomesh/platform";
+import { consumer, type ServiceClient, unlessNotFound } from "@protomesh/platform";
 import { type ConsumerDeps, deliverEmail } from "../delivery.ts";
 import { chatMessageEmail } from "../templates.ts";
 
 /** A user's address and name, or undefined once the account is gone. */
-async function contactOf(users: Pick<ServiceClient<typeof UserService>, "getContact">, userId: string) {
-  try {
-    return await users.getContact({ userId });
-  } catch (err) {
-    if (err instanceof ConnectError && err.code === Code.NotFound) return undefined;
-    throw err;
-  }
-}
+const contactOf = (users: Pick<ServiceClient<typeof UserService>, "getContact">, userId: string) =>
+  unlessNotFound(users.getContact({ userId }));
 
 /**
  * Emails the recipient of a chat message when they were offline as it was sent: decided
