@@ -26,6 +26,7 @@ import {
   admissionInterceptor,
   createAdmission,
   createObserver,
+  createStreamSlots,
   type Exchange,
   exchangeKey,
   forwardRoutes,
@@ -144,6 +145,7 @@ export async function startGateway(
     maxStreamMs: config.maxStreamTimeoutMs,
   };
   const credentials = createGatewayCredentials(config.gatewaySecret);
+  const slots = createStreamSlots(config.streams);
   const forwarder = createForwarder({
     routes,
     admit,
@@ -152,6 +154,7 @@ export async function startGateway(
     credentials,
     maxRequestBytes: config.maxRequestBytes,
     maxStreamBufferBytes: config.maxStreamBufferBytes,
+    slots,
     log,
   });
   // A misspelt field that silently does nothing is worse than an error naming it; invalid UTF-8
@@ -159,7 +162,7 @@ export async function startGateway(
   // to its JSON serialization, which takes a textDecoder; its adapter's type does not say so.)
   const jsonOptions = { ignoreUnknownFields: false, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
   const connect = connectNodeAdapter({
-    routes: forwardRoutes(upstreams, timeouts, stopStreams.signal, credentials),
+    routes: forwardRoutes(upstreams, timeouts, stopStreams.signal, credentials, slots),
     contextValues: (req) => {
       const values = createContextValues();
       const exchange = exchanges.get(req);

@@ -17,7 +17,7 @@ import {
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { GATEWAY_TOKEN_HEADER, type Logger, REQUEST_ID_HEADER, USER_AGENT_HEADER } from "@protomesh/platform";
 import type { Request, Response } from "./http.ts";
-import type { Admission, Exchange, Observer, Timeouts } from "./routes.ts";
+import type { Admission, Exchange, Observer, StreamSlots, Timeouts } from "./routes.ts";
 import type { Upstream } from "./upstream.ts";
 
 const gunzip = promisify(gunzipCb);
@@ -66,6 +66,7 @@ export interface ForwarderOptions {
   maxRequestBytes: number;
   /** A stream whose client reads slower than its upstream writes is ended past this many bytes. */
   maxStreamBufferBytes: number;
+  slots: StreamSlots;
   log: Logger;
 }
 
@@ -427,6 +428,7 @@ export function createForwarder(opts: ForwarderOptions) {
     let finished = false;
     let upstream: ReturnType<Upstream["request"]> | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let release: (() => void) | undefined;
     // Bytes handed to the client's connection and not yet flushed to it.
     let pending = 0;
     const write = (chunk: Buffer | string) => {
@@ -452,6 +454,7 @@ export function createForwarder(opts: ForwarderOptions) {
       if (finished) return false;
       finished = true;
       clearTimeout(timer);
+      release?.();
       active.delete(entry);
       done(code);
       return true;
@@ -489,7 +492,9 @@ export function createForwarder(opts: ForwarderOptions) {
     });
     try {
       if (route.streaming && stopping.streams) throw GATEWAY_STOPPING();
-      await opts.admit(route.method, header(req.headers, "authorization"), exchange);
+      const user = await opts.admit(route.method, header(req.headers, "authorization"), exchange);
+      if (finished) return;
+      if (route.streaming) release = opts.slots.open(user, fail);
       const body = await framesOf(wire, req, route.method);
       const asked = askedTimeoutMs(wire, req.headers);
       const timeoutMs = route.streaming

@@ -22,8 +22,9 @@ import {
   retryDelayMs,
   statusName,
   USER_AGENT_HEADER,
+  type UserIdentity,
 } from "@protomesh/platform";
-import { Histogram } from "prom-client";
+import { Gauge, Histogram } from "prom-client";
 import type { RateLimiter } from "./rate-limits.ts";
 
 type Forwarder = (request: unknown, options: CallOptions) => unknown;
@@ -86,12 +87,18 @@ function levelOf(method: DescMethod): Access {
   return level;
 }
 
-/** Decides whether a call may be forwarded; throws the ConnectError to answer it with. */
+/**
+ * Decides whether a call may be forwarded; throws the ConnectError to answer it with. Resolves
+ * with the caller the token names, if the method asks for one.
+ */
 export type Admission = (
   method: DescMethod,
   authorization: string | undefined,
   exchange: Exchange,
-) => Promise<void>;
+) => Promise<UserIdentity | undefined>;
+
+/** The caller admission verified, for the handlers of calls served by Connect. */
+export const callerKey = createContextKey<UserIdentity | undefined>(undefined);
 
 /**
  * The checks every call passes before it is forwarded, whatever its protocol: the per-address
@@ -103,21 +110,94 @@ export function createAdmission(limiter: RateLimiter, verifier: AccessTokenVerif
     const strict = isStrict(method);
     await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, strict));
     const level = levelOf(method);
-    if (level !== Access.USER && level !== Access.ADMIN) return;
+    if (level !== Access.USER && level !== Access.ADMIN) return undefined;
     const token = bearerToken(authorization);
     const user = token ? await verifier.verify(token) : undefined;
     checkAccess(level, { user });
     if (user) await withRetryAfter(exchange, limiter.checkUser(user.userId, strict));
+    return user;
   };
 }
 
 /** Admission for calls served by Connect (the protocols the gateway does not forward as bytes). */
 export function admissionInterceptor(admit: Admission): Interceptor {
   return (next) => async (req) => {
-    await admit(req.method, req.header.get("authorization") ?? undefined, req.contextValues.get(exchangeKey));
+    const user = await admit(
+      req.method,
+      req.header.get("authorization") ?? undefined,
+      req.contextValues.get(exchangeKey),
+    );
+    req.contextValues.set(callerKey, user);
     return next(req);
   };
 }
+
+/** How many server streams the gateway holds open at once. */
+export interface StreamLimits {
+  perUser: number;
+  total: number;
+}
+
+const openStreams = new Gauge({
+  name: "gateway_open_streams",
+  help: "Server streams open through the gateway.",
+  registers: [metrics],
+});
+
+/**
+ * The server streams open through this gateway, counted per user and in total, so that one
+ * client opening streams in a loop cannot take every slot. A stream also ends with
+ * UNAUTHENTICATED when the token that opened it expires: the client refreshes and resubscribes
+ * (upstreams on the platform do the same; this covers any other).
+ */
+export function createStreamSlots(limits: StreamLimits) {
+  const perUser = new Map<string, number>();
+  let total = 0;
+  return {
+    /** Takes a slot or throws RESOURCE_EXHAUSTED; `expire` ends the stream. Returns its release. */
+    open(user: UserIdentity | undefined, expire: (err: ConnectError) => void): () => void {
+      if (total >= limits.total) {
+        throw new ConnectError(
+          "the gateway holds its maximum of open streams; retry later",
+          Code.ResourceExhausted,
+        );
+      }
+      const mine = user ? (perUser.get(user.userId) ?? 0) : 0;
+      if (user && mine >= limits.perUser) {
+        throw new ConnectError(
+          `at most ${limits.perUser} open streams per user; close one first`,
+          Code.ResourceExhausted,
+        );
+      }
+      total++;
+      openStreams.set(total);
+      if (user) perUser.set(user.userId, mine + 1);
+      const timer =
+        user &&
+        setTimeout(
+          () =>
+            expire(
+              new ConnectError("the access token expired; reconnect with a fresh one", Code.Unauthenticated),
+            ),
+          Math.max(0, user.expiresAt.getTime() - Date.now()),
+        );
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        clearTimeout(timer);
+        total--;
+        openStreams.set(total);
+        if (!user) return;
+        const left = (perUser.get(user.userId) ?? 1) - 1;
+        if (left > 0) perUser.set(user.userId, left);
+        else perUser.delete(user.userId);
+      };
+    },
+  };
+}
+
+export type StreamSlots = ReturnType<typeof createStreamSlots>;
 
 /** Records one call's end: one access-log line and one metric, with the status it ended with. */
 export type Observer = (procedure: string, requestId: string | undefined) => (code: number) => void;
@@ -177,6 +257,7 @@ export function forwardRoutes(
   timeouts: Timeouts,
   stopStreams: AbortSignal,
   credentials: { token(): Promise<string> },
+  slots: StreamSlots,
 ) {
   const options = async (ctx: HandlerContext, streaming: boolean): Promise<CallOptions> => {
     const headers: Record<string, string> = {
@@ -207,6 +288,11 @@ export function forwardRoutes(
             // end (AbortSignal.any would keep every stream's signal alive until the gateway stops).
             const ctl = new AbortController();
             const abort = () => ctl.abort();
+            let expired: ConnectError | undefined;
+            const release = slots.open(ctx.values.get(callerKey), (err) => {
+              expired = err;
+              abort();
+            });
             ctx.signal.addEventListener("abort", abort);
             stopStreams.addEventListener("abort", abort);
             if (ctx.signal.aborted) abort();
@@ -216,8 +302,9 @@ export function forwardRoutes(
                 signal: ctl.signal,
               }) as AsyncIterable<unknown>;
             } catch (err) {
-              throw stopStreams.aborted ? GATEWAY_STOPPING() : err;
+              throw expired ?? (stopStreams.aborted ? GATEWAY_STOPPING() : err);
             } finally {
+              release();
               ctx.signal.removeEventListener("abort", abort);
               stopStreams.removeEventListener("abort", abort);
             }
