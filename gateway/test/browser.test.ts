@@ -74,6 +74,8 @@ before(async () => {
     services: ["auth", "user", "otp", "chat"],
     gatewayEnv: { CORS_ORIGINS: site.origin },
   });
+  // After the mesh: the file it is kept in lives in the log folder its loggers make.
+  rememberSecrets(TEST_PASSWORD);
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--headless"],
@@ -98,7 +100,6 @@ for (const protocol of ["connect", "grpc-web"] satisfies Protocol[]) {
 
     before(async () => {
       assert.ok(browser && mesh && site);
-      rememberSecrets(TEST_PASSWORD);
       page = await browser.newPage();
       await page.goto(site.origin);
       await inPage(page, "use", mesh.url, protocol);
