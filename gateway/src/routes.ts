@@ -97,9 +97,6 @@ export type Admission = (
   exchange: Exchange,
 ) => Promise<UserIdentity | undefined>;
 
-/** The caller admission verified, for the handlers of calls served by Connect. */
-export const callerKey = createContextKey<UserIdentity | undefined>(undefined);
-
 /**
  * The checks every call passes before it is forwarded, whatever its protocol: the per-address
  * limit first (a flood costs the gateway as little as possible), then the token for USER and
@@ -122,12 +119,7 @@ export function createAdmission(limiter: RateLimiter, verifier: AccessTokenVerif
 /** Admission for calls served by Connect (the protocols the gateway does not forward as bytes). */
 export function admissionInterceptor(admit: Admission): Interceptor {
   return (next) => async (req) => {
-    const user = await admit(
-      req.method,
-      req.header.get("authorization") ?? undefined,
-      req.contextValues.get(exchangeKey),
-    );
-    req.contextValues.set(callerKey, user);
+    await admit(req.method, req.header.get("authorization") ?? undefined, req.contextValues.get(exchangeKey));
     return next(req);
   };
 }
@@ -243,23 +235,20 @@ export interface Timeouts {
   maxStreamMs: number;
 }
 
-const GATEWAY_STOPPING = () => new ConnectError("the gateway is shutting down; reconnect", Code.Unavailable);
-
 /**
- * Registers every exposed method of every upstream as a forwarder over grpc-js. The caller's
- * token and request id travel as metadata, with the client's address and the gateway credential
- * that makes services believe it; the client's deadline is capped (a unary call without one gets
- * the default, a stream none); cancelling the request cancels the upstream call. Streams end
- * with UNAVAILABLE when `stopStreams` aborts (the gateway stops).
+ * Registers every exposed unary method of every upstream as a forwarder over grpc-js, for the
+ * few requests the byte path leaves to Connect (gRPC over HTTP/1.1, unusual GETs). Server
+ * streams are not among them: gRPC streams need HTTP/2, and every other protocol's streams are
+ * forwarded as bytes. The caller's token and request id travel as metadata, with the client's
+ * address and the gateway credential that makes services believe it; the client's deadline is
+ * capped (the default when it set none); cancelling the request cancels the upstream call.
  */
 export function forwardRoutes(
   upstreams: { service: DescService; client: UpstreamClient }[],
   timeouts: Timeouts,
-  stopStreams: AbortSignal,
   credentials: { token(): Promise<string> },
-  slots: StreamSlots,
 ) {
-  const options = async (ctx: HandlerContext, streaming: boolean): Promise<CallOptions> => {
+  const options = async (ctx: HandlerContext): Promise<CallOptions> => {
     const headers: Record<string, string> = {
       "x-forwarded-for": ctx.values.get(exchangeKey).clientIp,
       [GATEWAY_TOKEN_HEADER]: await credentials.token(),
@@ -271,48 +260,15 @@ export function forwardRoutes(
     // grpc-js sets its own user-agent, so the browser's travels under a name of ours.
     const agent = ctx.requestHeader.get("user-agent");
     if (agent) headers[USER_AGENT_HEADER] = agent.slice(0, 512);
-    const asked = ctx.timeoutMs();
-    const timeoutMs = streaming
-      ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
-      : Math.min(asked ?? timeouts.defaultMs, timeouts.maxMs);
+    const timeoutMs = Math.min(ctx.timeoutMs() ?? timeouts.defaultMs, timeouts.maxMs);
     return { timeoutMs, signal: ctx.signal, headers };
   };
   return (router: ConnectRouter) => {
     for (const { service, client } of upstreams) {
-      for (const method of service.methods.filter(isExposed)) {
+      for (const method of service.methods.filter((m) => isExposed(m) && m.methodKind === "unary")) {
         const call = client[method.localName] as Forwarder;
-        if (method.methodKind === "server_streaming") {
-          router.rpc(method, async function* (req: unknown, ctx: HandlerContext) {
-            if (stopStreams.aborted) throw GATEWAY_STOPPING();
-            // One controller per stream, its listener on the gateway-wide signal removed at the
-            // end (AbortSignal.any would keep every stream's signal alive until the gateway stops).
-            const ctl = new AbortController();
-            const abort = () => ctl.abort();
-            let expired: ConnectError | undefined;
-            const release = slots.open(ctx.values.get(callerKey), (err) => {
-              expired = err;
-              abort();
-            });
-            ctx.signal.addEventListener("abort", abort);
-            stopStreams.addEventListener("abort", abort);
-            if (ctx.signal.aborted) abort();
-            try {
-              yield* call(req, {
-                ...(await options(ctx, true)),
-                signal: ctl.signal,
-              }) as AsyncIterable<unknown>;
-            } catch (err) {
-              throw expired ?? (stopStreams.aborted ? GATEWAY_STOPPING() : err);
-            } finally {
-              release();
-              ctx.signal.removeEventListener("abort", abort);
-              stopStreams.removeEventListener("abort", abort);
-            }
-          } as never);
-        } else {
-          router.rpc(method, (async (req: unknown, ctx: HandlerContext) =>
-            call(req, await options(ctx, false))) as never);
-        }
+        router.rpc(method, (async (req: unknown, ctx: HandlerContext) =>
+          call(req, await options(ctx))) as never);
       }
     }
   };

@@ -208,6 +208,10 @@ const PROTOCOLS: Record<string, (baseUrl: string) => Transport | "grpc-js"> = {
       sendCompression: compressionGzip,
       compressMinBytes: 0,
     }),
+  "connect json GET (HTTP/1.1)": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "1.1", useHttpGet: true }),
+  "connect binary GET (HTTP/2)": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, useHttpGet: true }),
   "grpc (grpc-js)": () => "grpc-js",
 };
 
@@ -459,7 +463,7 @@ test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary an
   });
   assert.equal(unary.status, 400);
   assert.equal(((await unary.json()) as { code: string }).code, "invalid_argument");
-  // Server streaming (Connect JSON streaming stays on connect-node): one enveloped request.
+  // Server streaming: one enveloped request.
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 2]), Buffer.from("{}")]);
   frame.writeUInt32BE(bad.length, 1);
   const streamed = await fetch(`${gateway.url}/protomesh.notify.v1.NotifyService/WatchMyNotifications`, {
@@ -505,10 +509,9 @@ test("a stream whose client stops reading is ended with RESOURCE_EXHAUSTED, not 
 });
 
 test("a stream ends with UNAUTHENTICATED when its access token expires, whatever the protocol", async () => {
-  // Expires in 1–2 s (JWT times are whole seconds); the upstream here does not check it.
-  const token = await mesh.tokenFor("stream-1-hang.expiring", 2);
-  const ends = Object.keys(PROTOCOLS).map(async (protocol) => {
-    const c = clientsOf(protocol, token);
+  const ends = Object.keys(PROTOCOLS).map(async (protocol, i) => {
+    // Expires in 1–2 s (JWT times are whole seconds); the upstream here does not check it.
+    const c = clientsOf(protocol, await mesh.tokenFor(`stream-1-hang.expiring${i}`, 2));
     try {
       const it = c.notify.watchMyNotifications({})[Symbol.asyncIterator]();
       assert.equal((await it.next()).value?.notification?.id, "n0", protocol);
@@ -531,7 +534,7 @@ test("streams are limited per user and in total; a closed stream frees its slot"
     MAX_STREAMS: "3",
   });
   t.after(() => limited.stop());
-  // gRPC is forwarded as bytes, Connect JSON streaming goes through connect-node: both count.
+  // gRPC is forwarded as bytes, Connect JSON transcoded: both count.
   const grpcT = createGrpcTransport({ baseUrl: limited.url });
   const jsonT = createConnectTransport({ baseUrl: limited.url, httpVersion: "1.1" });
   const ctl = new AbortController();
@@ -552,6 +555,16 @@ test("streams are limited per user and in total; a closed stream frees its slot"
   // A third of user a's, by either path, is refused; user b still gets one.
   assert.equal((await open(grpcT, "a")).first, Code.ResourceExhausted);
   assert.equal((await open(jsonT, "a")).first, Code.ResourceExhausted);
+  // grpc-js decodes only what the gRPC spec escapes: the gateway's own message arrives whole.
+  const grpcJs = createServiceClient(NotifyService, limited.url.replace("http://", ""));
+  t.after(() => grpcJs.close());
+  const refused = await rejection(
+    grpcJs.watchMyNotifications(
+      {},
+      { headers: { authorization: `Bearer ${await mesh.tokenFor("stream-1-hang.a")}` } },
+    ),
+  );
+  assert.equal(refused.rawMessage, "at most 2 open streams per user; close one first");
   assert.equal((await open(jsonT, "b")).first, "n0");
   // Three are open: the gateway's total is reached, for a user with none open too.
   assert.equal((await open(grpcT, "c")).first, Code.ResourceExhausted);
