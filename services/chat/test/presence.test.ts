@@ -56,11 +56,7 @@ test("a user is online while a Subscribe is open on any replica, and offline onc
       for await (const _ of await kv.keys(`${alice.userId}.*`)) n++;
       return n;
     };
-    await waitUntil(
-      async () => (await keys()) === 1,
-      5_000,
-      "replica B's presence key deleted",
-    );
+    await waitUntil(async () => (await keys()) === 1, 5_000, "replica B's presence key deleted");
   } finally {
     await nc.close();
   }
