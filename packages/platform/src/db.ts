@@ -6,9 +6,12 @@ import type { Logger } from "./logger.ts";
 export type Pool = pg.Pool;
 export type Tx = pg.PoolClient;
 
-/** A connection pool whose idle-client errors are logged instead of crashing the process. */
-export function createPool(url: string, log: Logger, max = 10): Pool {
-  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 5_000 });
+/**
+ * A connection pool whose idle-client errors are logged instead of crashing the process. A call
+ * that waits `acquireTimeoutMs` for a connection fails (UNAVAILABLE, see toPublicError).
+ */
+export function createPool(url: string, log: Logger, max = 10, acquireTimeoutMs = 5_000): Pool {
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: acquireTimeoutMs });
   pool.on("error", (err) => log.warn({ err }, "idle database client failed"));
   return pool;
 }

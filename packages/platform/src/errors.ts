@@ -12,9 +12,26 @@ export function fail(code: Code, message: string): ConnectError {
   return new ConnectError(message, code);
 }
 
+// pg-pool's words when no connection freed up within connectionTimeoutMillis, and pg's when
+// one could not be opened in time; the codes of a database that is down or full.
+const DATABASE_BUSY =
+  /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
+const DATABASE_AWAY = new Set(["ECONNREFUSED", "ECONNRESET", "57P03", "53300"]);
+
+/**
+ * Whether the error says the database cannot take the call right now (every connection busy,
+ * or the server down or full), not that the call is wrong: the caller should retry.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return DATABASE_BUSY.test(err.message) || DATABASE_AWAY.has(String((err as { code?: unknown }).code));
+}
+
 /**
  * Turns anything a handler threw into a status the caller may see: expected errors keep their
- * code and message; anything else is logged with its cause and becomes a bare INTERNAL.
+ * code and message; a database that cannot take the call now is UNAVAILABLE (retry: a burst of
+ * reconnecting clients, not a bug); anything else is logged with its cause and becomes a bare
+ * INTERNAL.
  */
 export function toPublicError(err: unknown, log: Logger): ConnectError {
   if (err instanceof ConnectError) {
@@ -23,6 +40,10 @@ export function toPublicError(err: unknown, log: Logger): ConnectError {
       return new ConnectError("internal error", Code.Internal);
     }
     return err;
+  }
+  if (isDatabaseUnavailable(err)) {
+    log.warn({ err }, "database unavailable");
+    return new ConnectError("the service is busy; retry shortly", Code.Unavailable);
   }
   log.error({ err }, "unexpected error");
   return new ConnectError("internal error", Code.Internal);
