@@ -1,0 +1,171 @@
+// Many gRPC server streams held open from this process over raw node:http2 sessions, a bounded
+// number per connection as HTTP/2 servers commonly allow, and what a process's memory is.
+// Raw frames rather than a gRPC client: the client's own cost per stream must stay small next to
+// the server's, and a message is timed the moment its bytes arrive.
+
+import { readFile } from "node:fs/promises";
+import * as http2 from "node:http2";
+import { performance } from "node:perf_hooks";
+import { setTimeout as delay } from "node:timers/promises";
+
+// Per connection: about what HTTP/2 servers commonly let one client open at once.
+const STREAMS_PER_SESSION = 100;
+// Heap used includes garbage not yet collected: the least of a few samples is the closest to
+// what is live.
+const HEAP_SAMPLES = 3;
+const HEAP_SAMPLE_GAP_MS = 300;
+
+/** A service process whose memory a part reads: gRPC address, pid, Prometheus endpoint. */
+export interface ServiceProcess {
+  addr: string;
+  pid: number;
+  metricsUrl: string;
+}
+
+/** What every part holding streams through the gateway gets from the run. */
+export interface StreamsRun {
+  gateway: { url: string; pid: number };
+  meshSecret: string;
+  /** Streams to hold open. */
+  streams: number;
+}
+
+/** One held stream, as its messages arrive. */
+export interface HeldStream {
+  /** Messages received so far. */
+  messages: number;
+  /** When the latest one arrived (performance.now()). */
+  lastAt: number;
+  /** Why it ended, if it did: trailers, a reset or a connection error. */
+  ended?: string;
+}
+
+/** Streams opened by openGrpcStreams. */
+export interface GrpcStreams {
+  readonly streams: HeldStream[];
+  /** How many have ended. */
+  ended(): number;
+  /** Resolves true once `done()` holds (asked after every message and every end), false after `ms`. */
+  until(done: () => boolean, ms: number): Promise<boolean>;
+  /** Ends every stream and connection at once. */
+  close(): void;
+}
+
+/**
+ * Opens `count` server streams of `path` at `url` (`http://host:port`), each sending the one
+ * request `body` (an unframed message; empty by default) with `headers(i)` added.
+ * `onMessage` gets each response message's bytes as it arrives.
+ */
+export function openGrpcStreams(opts: {
+  url: string;
+  path: string;
+  count: number;
+  headers?: (i: number) => http2.OutgoingHttpHeaders;
+  body?: Uint8Array;
+  onMessage?: (i: number, message: Buffer, at: number) => void;
+}): GrpcStreams {
+  const body = opts.body ?? new Uint8Array(0);
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  const sessions: http2.ClientHttp2Session[] = [];
+  const streams: HeldStream[] = [];
+  let changed = () => {};
+  let ended = 0;
+  let session: http2.ClientHttp2Session | undefined;
+  for (let i = 0; i < opts.count; i++) {
+    if (i % STREAMS_PER_SESSION === 0) {
+      session = http2.connect(opts.url);
+      session.on("error", () => {}); // every stream on it reports its own end
+      sessions.push(session);
+    }
+    const held: HeldStream = { messages: 0, lastAt: 0 };
+    streams.push(held);
+    const stream = (session as http2.ClientHttp2Session).request({
+      ":method": "POST",
+      ":path": opts.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...opts.headers?.(i),
+    });
+    stream.end(frame);
+    let pending: Buffer = Buffer.alloc(0);
+    stream.on("data", (chunk: Buffer) => {
+      const at = performance.now();
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        const end = 5 + pending.readUInt32BE(1);
+        held.messages++;
+        held.lastAt = at;
+        opts.onMessage?.(i, pending.subarray(5, end), at);
+        pending = pending.subarray(end);
+      }
+      changed();
+    });
+    stream.on("trailers", (t) => {
+      held.ended = `grpc-status ${t["grpc-status"]} ${t["grpc-message"] ?? ""}`;
+    });
+    // A reset connection ends its streams: reported as streams not live, not a crash.
+    stream.on("error", (err) => {
+      held.ended ??= err.message;
+    });
+    stream.on("close", () => {
+      held.ended ??= `closed (${stream.rstCode})`;
+      ended++;
+      changed();
+    });
+  }
+  return {
+    streams,
+    ended: () => ended,
+    until: (done, ms) =>
+      new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          changed = () => {};
+          resolve(false);
+        }, ms);
+        changed = () => {
+          if (!done()) return;
+          changed = () => {};
+          clearTimeout(timer);
+          resolve(true);
+        };
+        changed();
+      }),
+    close() {
+      for (const s of sessions) s.destroy();
+    },
+  };
+}
+
+/** Nearest-rank quantile of ascending values; NaN when there are none. */
+export function quantileOf(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? Number.NaN;
+}
+
+/** The heap a process reports at its Prometheus endpoint (least of a few samples); NaN without one. */
+export async function heapOf(metricsUrl: string): Promise<number> {
+  let least = Number.NaN;
+  for (let i = 0; i < HEAP_SAMPLES; i++) {
+    if (i > 0) await delay(HEAP_SAMPLE_GAP_MS);
+    const text = await fetch(metricsUrl).then(
+      (r) => r.text(),
+      () => "",
+    );
+    const used = Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
+    if (Number.isNaN(least) || used < least) least = used;
+  }
+  return least;
+}
+
+/** A process's resident memory in bytes. */
+export async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) * 1024;
+}
+
+/** KiB per stream between two readings, or n/a when either is missing or no stream was held. */
+export function kibPerStream(before: number, after: number, streams: number): string {
+  const kib = (after - before) / streams / 1024;
+  return streams > 0 && Number.isFinite(kib) ? kib.toFixed(1) : "n/a";
+}
