@@ -18,6 +18,7 @@ import { chatBench } from "./lib/chat.ts";
 import { connectJsonClient } from "./lib/clients.ts";
 import { commerceBench, hasCommerce } from "./lib/commerce.ts";
 import { gatewayBench } from "./lib/gateway.ts";
+import { GC_ON_SIGNAL } from "./lib/grpc-streams.ts";
 import { identityBench, signIn } from "./lib/identity.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
 import { streamsBench } from "./lib/streams.ts";
@@ -72,6 +73,8 @@ try {
   const secret = randomSecrets();
   const common = {
     HOST: "127.0.0.1",
+    // Heap per stream is read after a full collection, which SIGUSR2 asks for.
+    NODE_OPTIONS: GC_ON_SIGNAL,
     NATS_URL: nats.url,
     GATEWAY_SECRET: secret("GATEWAY_SECRET"),
     LOG_LEVEL: "warn",

@@ -132,9 +132,9 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
 
   // Through the gateway.
   const memory = async () => ({
-    gatewayHeap: await heapOf(`${ctx.gateway.url}/metrics`),
+    gatewayHeap: await heapOf({ metricsUrl: `${ctx.gateway.url}/metrics`, pid: ctx.gateway.pid }),
     gatewayRss: await rssOf(ctx.gateway.pid),
-    chatHeap: await heapOf(ctx.chat.metricsUrl),
+    chatHeap: await heapOf(ctx.chat),
     chatRss: await rssOf(ctx.chat.pid),
   });
   const before = await memory();
@@ -247,7 +247,7 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
     `- gateway heap per stream: ${per("gatewayHeap")} KiB (target ≤ ${TARGET_GATEWAY_HEAP_KIB} KiB) ${verdict(gatewayHeapKib <= TARGET_GATEWAY_HEAP_KIB)}`,
   );
   console.log(
-    "\n(latency from the message's create_time, stamped in SendMessage's transaction a few statements before its commit, to its bytes reaching this process: an upper bound of commit → subscriber. Bare grpc-js stamps the time its writes begin. Heap used as /metrics reports it, least of three samples; resident memory adds each stream's HTTP/2 buffers)",
+    "\n(latency from the message's create_time, stamped in SendMessage's transaction a few statements before its commit, to its bytes reaching this process: an upper bound of commit → subscriber. Bare grpc-js stamps the time its writes begin. Heap used as /metrics reports it after a forced full collection; resident memory adds each stream's HTTP/2 buffers)",
   );
 }
 

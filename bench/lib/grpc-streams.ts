@@ -7,13 +7,15 @@ import { readFile } from "node:fs/promises";
 import * as http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { setTimeout as delay } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 
 // Per connection: about what HTTP/2 servers commonly let one client open at once.
 const STREAMS_PER_SESSION = 100;
-// Heap used includes garbage not yet collected: the least of a few samples is the closest to
-// what is live.
-const HEAP_SAMPLES = 3;
-const HEAP_SAMPLE_GAP_MS = 300;
+/** Lets heapOf collect a process's garbage first: add it to the process's NODE_OPTIONS. */
+export const GC_ON_SIGNAL = `--import ${fileURLToPath(new URL("./gc-on-signal.mjs", import.meta.url))}`;
+// How long a forced collection may take to show in the process's /metrics.
+const GC_WAIT_MS = 5_000;
+const GC_POLL_MS = 50;
 
 /** A service process whose memory a part reads: gRPC address, pid, Prometheus endpoint. */
 export interface ServiceProcess {
@@ -143,19 +145,33 @@ export function quantileOf(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? Number.NaN;
 }
 
-/** The heap a process reports at its Prometheus endpoint (least of a few samples); NaN without one. */
-export async function heapOf(metricsUrl: string): Promise<number> {
-  let least = Number.NaN;
-  for (let i = 0; i < HEAP_SAMPLES; i++) {
-    if (i > 0) await delay(HEAP_SAMPLE_GAP_MS);
-    const text = await fetch(metricsUrl).then(
+/**
+ * The heap a process reports at its Prometheus endpoint (NaN without one), after a full garbage
+ * collection when it loaded GC_ON_SIGNAL; otherwise garbage not yet collected counts too.
+ */
+export async function heapOf(proc: { metricsUrl: string; pid: number }): Promise<number> {
+  const metric = (text: string, name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+  const read = () =>
+    fetch(proc.metricsUrl).then(
       (r) => r.text(),
       () => "",
     );
-    const used = Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
-    if (Number.isNaN(least) || used < least) least = used;
+  // No line yet: no major collection so far.
+  const majors = (text: string) => metric(text, 'nodejs_gc_duration_seconds_count\\{kind="major"\\}') || 0;
+  const environ = await readFile(`/proc/${proc.pid}/environ`, "utf8").catch(() => "");
+  // Without the handler, SIGUSR2 would end the process.
+  if (environ.includes(GC_ON_SIGNAL)) {
+    const before = majors(await read());
+    process.kill(proc.pid, "SIGUSR2");
+    const deadline = performance.now() + GC_WAIT_MS;
+    while (performance.now() < deadline) {
+      const text = await read();
+      if (majors(text) > before) return metric(text, "nodejs_heap_size_used_bytes");
+      await delay(GC_POLL_MS);
+    }
   }
-  return least;
+  return metric(await read(), "nodejs_heap_size_used_bytes");
 }
 
 /** A process's resident memory in bytes. */

@@ -57,9 +57,9 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
 }
 
 const memory = async (ctx: StreamsContext) => ({
-  gatewayHeap: await heapOf(`${ctx.gateway.url}/metrics`),
+  gatewayHeap: await heapOf({ metricsUrl: `${ctx.gateway.url}/metrics`, pid: ctx.gateway.pid }),
   gatewayRss: await rssOf(ctx.gateway.pid),
-  notifyHeap: await heapOf(ctx.notify.metricsUrl),
+  notifyHeap: await heapOf(ctx.notify),
 });
 
 async function measure(
@@ -139,6 +139,6 @@ async function measure(
     `\nburst to every stream: p99 ${at(0.99).toFixed(1)} ms, ${delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}`,
   );
   console.log(
-    "(heap used as the processes' /metrics report it, garbage not yet collected included; resident memory adds each stream's HTTP/2 buffers)",
+    "(heap used as the processes' /metrics report it after a forced full collection; resident memory adds each stream's HTTP/2 buffers)",
   );
 }
