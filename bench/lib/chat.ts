@@ -63,6 +63,10 @@ const USERS_MS = 300_000;
 // waits on another's lock of the same sender's event log.
 const SENDERS = 32;
 const SEND_MS = 300_000;
+// Streams open this many at a time, the next wave once the last is live (or after the wait):
+// a storm of all of them at once is another test.
+const WAVE = 500;
+const WAVE_WAIT_MS = 30_000;
 // Waits, each bounded: every stream live; the last messages after the last send; the bare burst.
 const LIVE_WAIT_MS = 180_000;
 const DELIVERY_WAIT_MS = 15_000;
@@ -117,7 +121,7 @@ export async function chatBench(ctx: ChatBenchContext): Promise<void> {
 async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) => void): Promise<void> {
   const n = ctx.streams;
   console.log(
-    `\n## Chat: ${n} Subscribe streams through the gateway, one user each, then one message to each user\n`,
+    `\n## Chat: ${n} Subscribe streams through the gateway (one user each, opened ${WAVE} at a time), then one message to each user\n`,
   );
   const makePeople = await peopleMaker(ctx, onClose);
   const chat = createServiceClient(ChatService, ctx.chat.addr);
@@ -314,6 +318,8 @@ function subscribe(url: string, people: Person[]) {
     count: people.length,
     headers: (i) => ({ authorization: `Bearer ${people[i]?.token}` }),
     // An empty SubscribeRequest: after_seq 0, from the newest event on.
+    wave: WAVE,
+    waveWaitMs: WAVE_WAIT_MS,
     onMessage(i, bytes, at) {
       const inbox = inboxes[i] as Inbox;
       if (!inbox.live) {

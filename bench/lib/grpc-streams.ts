@@ -56,7 +56,9 @@ export interface GrpcStreams {
 /**
  * Opens `count` server streams of `path` at `url` (`http://host:port`), each sending the one
  * request `body` (an unframed message; empty by default) with `headers(i)` added.
- * `onMessage` gets each response message's bytes as it arrives.
+ * `onMessage` gets each response message's bytes as it arrives. With `wave`, streams open that
+ * many at a time, the next wave once each of the last has had a message or ended (or after
+ * `waveWaitMs`): a server whose streams answer at once is then not met by all of them at once.
  */
 export function openGrpcStreams(opts: {
   url: string;
@@ -65,17 +67,25 @@ export function openGrpcStreams(opts: {
   headers?: (i: number) => http2.OutgoingHttpHeaders;
   body?: Uint8Array;
   onMessage?: (i: number, message: Buffer, at: number) => void;
+  wave?: number;
+  waveWaitMs?: number;
 }): GrpcStreams {
   const body = opts.body ?? new Uint8Array(0);
   const frame = Buffer.alloc(5 + body.length);
   frame.writeUInt32BE(body.length, 1);
   frame.set(body, 5);
+  const wave = opts.wave ?? opts.count;
   const sessions: http2.ClientHttp2Session[] = [];
   const streams: HeldStream[] = [];
   let changed = () => {};
   let ended = 0;
+  let closed = false;
   let session: http2.ClientHttp2Session | undefined;
-  for (let i = 0; i < opts.count; i++) {
+  // The current wave's streams yet to answer or end; the next wave opens at 0.
+  let current = { waiting: 0 };
+  let waveTimer: NodeJS.Timeout | undefined;
+
+  const open = (i: number, wave: { waiting: number }) => {
     if (i % STREAMS_PER_SESSION === 0) {
       session = http2.connect(opts.url);
       session.on("error", () => {}); // every stream on it reports its own end
@@ -83,6 +93,12 @@ export function openGrpcStreams(opts: {
     }
     const held: HeldStream = { messages: 0, lastAt: 0 };
     streams.push(held);
+    let waited = true;
+    const settle = () => {
+      if (!waited) return;
+      waited = false;
+      if (--wave.waiting === 0 && wave === current) openWave();
+    };
     const stream = (session as http2.ClientHttp2Session).request({
       ":method": "POST",
       ":path": opts.path,
@@ -101,6 +117,7 @@ export function openGrpcStreams(opts: {
         held.lastAt = at;
         opts.onMessage?.(i, pending.subarray(5, end), at);
         pending = pending.subarray(end);
+        settle();
       }
       changed();
     });
@@ -114,9 +131,22 @@ export function openGrpcStreams(opts: {
     stream.on("close", () => {
       held.ended ??= `closed (${stream.rstCode})`;
       ended++;
+      settle();
       changed();
     });
+  };
+
+  function openWave() {
+    clearTimeout(waveTimer);
+    const from = streams.length;
+    const to = Math.min(opts.count, from + wave);
+    if (closed || from === to) return;
+    current = { waiting: to - from };
+    for (let i = from; i < to; i++) open(i, current);
+    if (to < opts.count && opts.waveWaitMs !== undefined) waveTimer = setTimeout(openWave, opts.waveWaitMs);
   }
+  openWave();
+
   return {
     streams,
     ended: () => ended,
@@ -135,6 +165,8 @@ export function openGrpcStreams(opts: {
         changed();
       }),
     close() {
+      closed = true;
+      clearTimeout(waveTimer);
       for (const s of sessions) s.destroy();
     },
   };
