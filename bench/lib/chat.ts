@@ -145,12 +145,7 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
   const endedBefore = await subscribesEnded(ctx.chat.metricsUrl);
   const opened = performance.now();
   const viaGateway = subscribe(ctx.gateway.url, subscribers);
-  let closed = false;
-  const closeViaGateway = () => {
-    if (!closed) viaGateway.held.close();
-    closed = true;
-  };
-  onClose(closeViaGateway);
+  onClose(() => viaGateway.held.close());
   await viaGateway.held.until(() => viaGateway.live() + viaGateway.ended() >= n, LIVE_WAIT_MS);
   const liveSeconds = (performance.now() - opened) / 1000;
   const live = viaGateway.holding();
@@ -197,17 +192,15 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
   const sentCount = sent.filter((id) => id !== undefined).length;
   await viaGateway.held.until(() => viaGateway.atLeast(1) >= sentCount, DELIVERY_WAIT_MS);
   const burst = viaGateway.delivery(
-    `chat: SendMessage commit → Subscribe through the gateway (${SENDERS} senders)`,
+    `chat: SendMessage (${SENDERS} senders, straight to chat) commit → Subscribe through the gateway`,
     sent,
   );
-  burst.note = `${sentCount} sends of ${n} took ${sendSeconds.toFixed(1)} s (${(sentCount / sendSeconds).toFixed(0)}/s; each, as its sender saw it: p50 ${quantileOf(
-    sendMs.sort((a, b) => a - b),
-    0.5,
-  ).toFixed(
-    1,
-  )} ms, p99 ${quantileOf(sendMs, 0.99).toFixed(1)} ms; CPU meanwhile, of one core: ${busy("chat")}, ${busy("gateway")})${sendErrors > 0 ? `; ${sendErrors} failed, the first: ${firstSendError}` : ""}`;
+  sendMs.sort((a, b) => a - b);
+  const each = `p50 ${quantileOf(sendMs, 0.5).toFixed(1)} ms, p99 ${quantileOf(sendMs, 0.99).toFixed(1)} ms`;
+  const failed = sendErrors > 0 ? `; ${sendErrors} failed, the first: ${firstSendError}` : "";
+  burst.note = `${sentCount} sends of ${n} took ${sendSeconds.toFixed(1)} s (${(sentCount / sendSeconds).toFixed(0)}/s; each, as its sender saw it: ${each}; CPU meanwhile, of one core: ${busy("chat")}, ${busy("gateway")})${failed}`;
   const endedEarly = viaGateway.held.streams.find((s) => s.ended)?.ended;
-  closeViaGateway();
+  viaGateway.held.close();
   // chat ends the streams' subscriptions and presence in the background: the baseline waits.
   await untilSubscribesEnded(ctx.chat.metricsUrl, endedBefore + n);
 
