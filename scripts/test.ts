@@ -35,6 +35,8 @@ function testFiles(): string[] {
 }
 
 ensureCommand("nats-server", "nats-server");
+// gateway/test/browser.test.ts drives the official browser client in Debian's Chromium.
+ensureCommand("chromium", "chromium");
 const only = process.argv.slice(2);
 if (only.length === 0) {
   step("contracts: buf lint and generated code is fresh", process.execPath, [

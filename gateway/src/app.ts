@@ -26,6 +26,7 @@ import {
   admissionInterceptor,
   createAdmission,
   createObserver,
+  createStreamSlots,
   type Exchange,
   exchangeKey,
   forwardRoutes,
@@ -128,9 +129,8 @@ export async function startGateway(
     1_000,
   );
 
-  // Streams end at once when the gateway stops (clients reconnect elsewhere); unary calls drain
-  // until the shutdown timeout, then Connect's shutdown signal cancels what is left.
-  const stopStreams = new AbortController();
+  // Unary calls drain until the shutdown timeout, then Connect's shutdown signal cancels what is
+  // left (the forwarder ends its streams at once).
   const stopCalls = new AbortController();
   // Responses not yet finished, so a stop can wait for them before closing their connections.
   const inFlight = new Set<Promise<void>>();
@@ -144,6 +144,7 @@ export async function startGateway(
     maxStreamMs: config.maxStreamTimeoutMs,
   };
   const credentials = createGatewayCredentials(config.gatewaySecret);
+  const slots = createStreamSlots(config.streams);
   const forwarder = createForwarder({
     routes,
     admit,
@@ -152,6 +153,7 @@ export async function startGateway(
     credentials,
     maxRequestBytes: config.maxRequestBytes,
     maxStreamBufferBytes: config.maxStreamBufferBytes,
+    slots,
     log,
   });
   // A misspelt field that silently does nothing is worse than an error naming it; invalid UTF-8
@@ -159,7 +161,7 @@ export async function startGateway(
   // to its JSON serialization, which takes a textDecoder; its adapter's type does not say so.)
   const jsonOptions = { ignoreUnknownFields: false, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
   const connect = connectNodeAdapter({
-    routes: forwardRoutes(upstreams, timeouts, stopStreams.signal, credentials),
+    routes: forwardRoutes(upstreams, timeouts, credentials),
     contextValues: (req) => {
       const values = createContextValues();
       const exchange = exchanges.get(req);
@@ -257,7 +259,6 @@ export async function startGateway(
         // Both write their last bytes before the connections close under them.
         draining = true;
         const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
-        stopStreams.abort();
         forwarder.stopStreams();
         dual.stopAccepting();
         const deadline = Date.now() + config.shutdownTimeoutMs;

@@ -4,6 +4,7 @@ import { type CacheConfig, defaultCacheConfig } from "./cache.ts";
 import { parseTrustedProxies } from "./client-address.ts";
 import { type ConnectionLimits, defaultConnectionLimits, isOriginPattern } from "./http.ts";
 import { defaultRateLimits, type RateLimits } from "./rate-limits.ts";
+import type { StreamLimits } from "./routes.ts";
 
 const MAX_PER_MINUTE = 1_000_000_000;
 
@@ -16,6 +17,8 @@ export interface GatewayConfig extends CommonConfig {
   maxRequestBytes: number;
   /** A server stream whose client reads slower than its upstream writes is ended past this. */
   maxStreamBufferBytes: number;
+  /** Server streams held open at once, per user and in total. */
+  streams: StreamLimits;
   connections: ConnectionLimits;
   /** Deadline of a unary call whose client set none. */
   defaultTimeoutMs: number;
@@ -47,6 +50,10 @@ export function readGatewayConfig(
     corsOrigins: env.list("CORS_ORIGINS"),
     maxRequestBytes: env.int("MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxStreamBufferBytes: env.int("MAX_STREAM_BUFFER_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
+    streams: {
+      perUser: env.int("STREAMS_PER_USER", 10, 1, 1_000_000),
+      total: env.int("MAX_STREAMS", 50_000, 1, 10_000_000),
+    },
     connections: {
       headersTimeoutMs: env.int("HEADERS_TIMEOUT_MS", defaultConnectionLimits.headersTimeoutMs, 100, 600_000),
       bodyTimeoutMs: env.int("BODY_TIMEOUT_MS", defaultConnectionLimits.bodyTimeoutMs, 100, 3_600_000),

@@ -1,12 +1,14 @@
 // The gateway's hot path: calls forwarded to the upstream service as bytes, without decoding the
 // messages. gRPC, gRPC-web and Connect streaming (binary) carry the same length-prefixed frames
 // as gRPC, and a Connect binary unary body is the bare message: only headers, the 5-byte prefix
-// and the final status are translated. Connect JSON unary is transcoded here; Connect JSON
-// streaming and GET are left to Connect (app.ts).
+// and the final status are translated. Connect JSON (unary, streaming and GET) is transcoded
+// here, with the method's descriptors. What is left to Connect (app.ts) is rare: gRPC over
+// HTTP/1.1, a GET with a binary message not in base64, and requests no route or codec fits.
 import { constants as h2, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { promisify } from "node:util";
 import { gunzip as gunzipCb, gzip as gzipCb } from "node:zlib";
 import { type DescMethod, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   codeToHttpStatus,
@@ -17,7 +19,7 @@ import {
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { GATEWAY_TOKEN_HEADER, type Logger, REQUEST_ID_HEADER, USER_AGENT_HEADER } from "@protomesh/platform";
 import type { Request, Response } from "./http.ts";
-import type { Admission, Exchange, Observer, Timeouts } from "./routes.ts";
+import type { Admission, Exchange, Observer, StreamSlots, Timeouts } from "./routes.ts";
 import type { Upstream } from "./upstream.ts";
 
 const gunzip = promisify(gunzipCb);
@@ -33,7 +35,14 @@ export interface Route {
 }
 
 /** The protocols forwarded as bytes, by what the client sent. */
-type Wire = "grpc" | "grpc-web" | "grpc-web-text" | "connect" | "connect-json" | "connect-stream";
+type Wire =
+  | "grpc"
+  | "grpc-web"
+  | "grpc-web-text"
+  | "connect"
+  | "connect-json"
+  | "connect-stream"
+  | "connect-stream-json";
 
 const WIRES: Record<string, Wire> = {
   "application/grpc": "grpc",
@@ -45,6 +54,7 @@ const WIRES: Record<string, Wire> = {
   "application/proto": "connect",
   "application/json": "connect-json",
   "application/connect+proto": "connect-stream",
+  "application/connect+json": "connect-stream-json",
 };
 
 // Connect compresses unary answers from this size on (as connect-node does).
@@ -66,6 +76,7 @@ export interface ForwarderOptions {
   maxRequestBytes: number;
   /** A stream whose client reads slower than its upstream writes is ended past this many bytes. */
   maxStreamBufferBytes: number;
+  slots: StreamSlots;
   log: Logger;
 }
 
@@ -184,12 +195,24 @@ function grpcFields(from: IncomingHttpHeaders): Trailers | undefined {
   return out;
 }
 
+/**
+ * grpc-message as the gRPC spec encodes it: printable ASCII as is, other bytes and `%` escaped.
+ * (encodeURIComponent also escapes `;`, `:` and the like, which grpc-js does not decode.)
+ */
+const grpcMessage = (message: string) =>
+  Array.from(Buffer.from(message), (b) =>
+    b >= 0x20 && b <= 0x7e && b !== 0x25
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`,
+  ).join("");
+
 /** The grpc-* fields of an error made here. */
 function trailersOf(err: ConnectError): Trailers {
   const out: Trailers = {};
   setTrailerStatus(new Headers(), err).forEach((value, name) => {
     if (GRPC_FIELDS.includes(name)) out[name] = value;
   });
+  if (out["grpc-message"] !== undefined) out["grpc-message"] = grpcMessage(err.rawMessage);
   return out;
 }
 
@@ -264,17 +287,75 @@ function jsonToBinary(method: DescMethod, json: Buffer): Uint8Array {
   }
 }
 
+/** Each frame's message re-encoded by `convert` (the frames are whole and uncompressed). */
+function reframe(frames: Buffer, convert: (message: Buffer) => Uint8Array): Buffer {
+  const out: Buffer[] = [];
+  for (let at = 0; at < frames.length; ) {
+    const length = frames.readUInt32BE(at + 1);
+    out.push(frame(0, convert(frames.subarray(at + 5, at + 5 + length))));
+    at += 5 + length;
+  }
+  return Buffer.concat(out);
+}
+
+/** Turns an upstream's binary frames into Connect JSON frames, however its bytes are split. */
+function jsonFrames(method: DescMethod) {
+  let rest: Buffer = Buffer.alloc(0);
+  return (chunk: Buffer): Buffer => {
+    const all = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+    const out: Buffer[] = [];
+    let at = 0;
+    while (all.length - at >= 5 && all.length - at - 5 >= all.readUInt32BE(at + 1)) {
+      const end = at + 5 + all.readUInt32BE(at + 1);
+      // The gateway asks upstreams for identity: a compressed frame is a broken upstream.
+      if (all[at] !== 0) throw new ConnectError("upstream sent an unexpected frame", Code.Internal);
+      const message = fromBinary(method.output, all.subarray(at + 5, end));
+      out.push(frame(0, Buffer.from(toJsonString(method.output, message))));
+      at = end;
+    }
+    rest = all.subarray(at);
+    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
+  };
+}
+
+/** A query parameter of a Connect GET, strictly decoded (invalid UTF-8 is refused, not replaced). */
+function queryParam(search: string, name: string): string | undefined {
+  for (const pair of search.split("&")) {
+    const eq = pair.indexOf("=");
+    if ((eq < 0 ? pair : pair.slice(0, eq)) !== name) continue;
+    try {
+      return decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1).replace(/\+/g, " "));
+    } catch {
+      throw new ConnectError(
+        `query parameter ${name} is not valid percent-encoded UTF-8`,
+        Code.InvalidArgument,
+      );
+    }
+  }
+  return undefined;
+}
+
+const searchOf = (req: Request) => {
+  const url = req.url ?? "";
+  const q = url.indexOf("?");
+  return q < 0 ? "" : url.slice(q + 1);
+};
+
 /** Creates the forwarder; `serve` returns false for requests it does not forward (left to Connect). */
 export function createForwarder(opts: ForwarderOptions) {
   const active = new Set<Call>();
   const { timeouts, maxRequestBytes: limit } = opts;
 
   const passThrough = (
-    wire: "grpc" | "grpc-web" | "grpc-web-text" | "connect-stream",
+    wire: "grpc" | "grpc-web" | "grpc-web-text" | "connect-stream" | "connect-stream-json",
     req: Request,
     res: Response,
     write: (chunk: Buffer | string) => void,
+    fail: (err: ConnectError) => void,
+    method: DescMethod,
   ): Sink => {
+    const connectStream = wire === "connect-stream" || wire === "connect-stream-json";
+    const toJson = wire === "connect-stream-json" ? jsonFrames(method) : undefined;
     const type = header(req.headers, "content-type") ?? "";
     let started = false;
     const start = () => {
@@ -283,7 +364,7 @@ export function createForwarder(opts: ForwarderOptions) {
       res.writeHead(200, {
         "content-type": type,
         ...(wire === "grpc" ? { "grpc-accept-encoding": "identity, gzip" } : {}),
-        ...(wire === "connect-stream" ? { "connect-accept-encoding": "gzip" } : {}),
+        ...(connectStream ? { "connect-accept-encoding": "gzip" } : {}),
       });
     };
     const text = wire === "grpc-web-text" ? base64Writer(write) : undefined;
@@ -292,7 +373,19 @@ export function createForwarder(opts: ForwarderOptions) {
       data(chunk) {
         start();
         if (text) text.write(chunk);
-        else write(chunk);
+        else if (!toJson) write(chunk);
+        else {
+          try {
+            const json = toJson(chunk);
+            if (json.length > 0) write(json);
+          } catch (err) {
+            fail(
+              err instanceof ConnectError
+                ? err
+                : new ConnectError("upstream sent an undecodable message", Code.Internal),
+            );
+          }
+        }
       },
       end(t) {
         start();
@@ -303,7 +396,7 @@ export function createForwarder(opts: ForwarderOptions) {
           res.end();
           return;
         }
-        if (wire === "connect-stream") {
+        if (connectStream) {
           const err = t["grpc-status"] && t["grpc-status"] !== "0" ? errorOf(t) : undefined;
           const json = endStreamToJson(new Headers(), err, undefined);
           res.end(frame(endStreamFlag, Buffer.from(JSON.stringify(json))));
@@ -381,6 +474,17 @@ export function createForwarder(opts: ForwarderOptions) {
   /** The request's frames for the upstream, from the body as the client sent it. */
   const framesOf = async (wire: Wire, req: Request, method: DescMethod): Promise<Buffer> => {
     const h = req.headers;
+    if (req.method === "GET") {
+      // serve() took only base64 or JSON messages, identity or gzip.
+      const search = searchOf(req);
+      const text = queryParam(search, "message") ?? "";
+      const bytes = queryParam(search, "base64") === "1" ? Buffer.from(text, "base64url") : Buffer.from(text);
+      if (bytes.length > limit) {
+        throw new ConnectError(`message larger than ${limit} bytes`, Code.ResourceExhausted);
+      }
+      const message = queryParam(search, "compression") === "gzip" ? await inflate(bytes, limit) : bytes;
+      return frame(0, wire === "connect" ? message : jsonToBinary(method, message));
+    }
     if (wire === "connect" || wire === "connect-json") {
       const encoding = header(h, "content-encoding");
       if (encoding && encoding !== "identity" && encoding !== "gzip") {
@@ -390,7 +494,8 @@ export function createForwarder(opts: ForwarderOptions) {
       const message = encoding === "gzip" ? await inflate(body, limit) : body;
       return frame(0, wire === "connect" ? message : jsonToBinary(method, message));
     }
-    const encoding = header(h, wire === "connect-stream" ? "connect-content-encoding" : "grpc-encoding");
+    const connectStream = wire === "connect-stream" || wire === "connect-stream-json";
+    const encoding = header(h, connectStream ? "connect-content-encoding" : "grpc-encoding");
     if (encoding && encoding !== "identity" && encoding !== "gzip") {
       throw new ConnectError(`unsupported encoding "${encoding}"`, Code.Unimplemented);
     }
@@ -398,7 +503,8 @@ export function createForwarder(opts: ForwarderOptions) {
       const text = await readBody(req, Math.ceil((limit + 5) / 3) * 4 + 4);
       return identityFrames(Buffer.from(text.toString("latin1"), "base64"), encoding, limit);
     }
-    return identityFrames(await readBody(req, limit + 5), encoding, limit);
+    const frames = await identityFrames(await readBody(req, limit + 5), encoding, limit);
+    return wire === "connect-stream-json" ? reframe(frames, (m) => jsonToBinary(method, m)) : frames;
   };
 
   const upstreamHeaders = async (route: Route, req: Request, exchange: Exchange, timeoutMs: number) => {
@@ -427,6 +533,7 @@ export function createForwarder(opts: ForwarderOptions) {
     let finished = false;
     let upstream: ReturnType<Upstream["request"]> | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let release: (() => void) | undefined;
     // Bytes handed to the client's connection and not yet flushed to it.
     let pending = 0;
     const write = (chunk: Buffer | string) => {
@@ -452,6 +559,7 @@ export function createForwarder(opts: ForwarderOptions) {
       if (finished) return false;
       finished = true;
       clearTimeout(timer);
+      release?.();
       active.delete(entry);
       done(code);
       return true;
@@ -480,7 +588,7 @@ export function createForwarder(opts: ForwarderOptions) {
         ? unary(req, res, fail)
         : wire === "connect-json"
           ? unary(req, res, fail, route.method)
-          : passThrough(wire, req, res, write);
+          : passThrough(wire, req, res, write, fail, route.method);
     const entry: Call = { streaming: route.streaming, abort: fail };
     active.add(entry);
     // A client gone first cancels the upstream call.
@@ -489,7 +597,9 @@ export function createForwarder(opts: ForwarderOptions) {
     });
     try {
       if (route.streaming && stopping.streams) throw GATEWAY_STOPPING();
-      await opts.admit(route.method, header(req.headers, "authorization"), exchange);
+      const user = await opts.admit(route.method, header(req.headers, "authorization"), exchange);
+      if (finished) return;
+      if (route.streaming) release = opts.slots.open(user, fail);
       const body = await framesOf(wire, req, route.method);
       const asked = askedTimeoutMs(wire, req.headers);
       const timeoutMs = route.streaming
@@ -545,10 +655,40 @@ export function createForwarder(opts: ForwarderOptions) {
     }
   };
 
+  /** A Connect GET of a side-effect-free unary method, as the Connect unary POST it stands for. */
+  const serveGet = (req: Request, res: Response, exchange: Exchange): boolean => {
+    const url = req.url ?? "";
+    const route = opts.routes.get(url.split("?")[0] ?? "");
+    if (
+      !route ||
+      route.streaming ||
+      route.method.idempotency !== MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS
+    ) {
+      return false;
+    }
+    let encoding: string | undefined;
+    let binaryAsText: boolean;
+    let compression: string;
+    try {
+      const search = searchOf(req);
+      encoding = queryParam(search, "encoding");
+      binaryAsText = encoding === "proto" && queryParam(search, "base64") !== "1";
+      compression = queryParam(search, "compression") ?? "identity";
+    } catch {
+      return false;
+    }
+    // Other codecs and compressions, and raw binary in a URL, are Connect's to answer.
+    if ((encoding !== "json" && encoding !== "proto") || binaryAsText) return false;
+    if (compression !== "identity" && compression !== "gzip") return false;
+    void call(route, encoding === "json" ? "connect-json" : "connect", req, res, exchange);
+    return true;
+  };
+
   const stopping = { streams: false };
   return {
     /** Forwards the request if it is one this path serves; false leaves it to Connect. */
     serve(req: Request, res: Response, exchange: Exchange): boolean {
+      if (req.method === "GET") return serveGet(req, res, exchange);
       if (req.method !== "POST") return false;
       const type = (header(req.headers, "content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
       const wire = WIRES[type];
@@ -556,8 +696,8 @@ export function createForwarder(opts: ForwarderOptions) {
       if (!wire || !route) return false;
       // gRPC needs trailers (HTTP/2); Connect binary unary and streaming need their own kind.
       if (wire === "grpc" && req.httpVersionMajor !== 2) return false;
-      if (route.streaming ? wire === "connect" || wire === "connect-json" : wire === "connect-stream")
-        return false;
+      const streamWire = wire === "connect-stream" || wire === "connect-stream-json";
+      if (route.streaming ? wire === "connect" || wire === "connect-json" : streamWire) return false;
       void call(route, wire, req, res, exchange);
       return true;
     },

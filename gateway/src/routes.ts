@@ -22,8 +22,9 @@ import {
   retryDelayMs,
   statusName,
   USER_AGENT_HEADER,
+  type UserIdentity,
 } from "@protomesh/platform";
-import { Histogram } from "prom-client";
+import { Gauge, Histogram } from "prom-client";
 import type { RateLimiter } from "./rate-limits.ts";
 
 type Forwarder = (request: unknown, options: CallOptions) => unknown;
@@ -86,12 +87,15 @@ function levelOf(method: DescMethod): Access {
   return level;
 }
 
-/** Decides whether a call may be forwarded; throws the ConnectError to answer it with. */
+/**
+ * Decides whether a call may be forwarded; throws the ConnectError to answer it with. Resolves
+ * with the caller the token names, if the method asks for one.
+ */
 export type Admission = (
   method: DescMethod,
   authorization: string | undefined,
   exchange: Exchange,
-) => Promise<void>;
+) => Promise<UserIdentity | undefined>;
 
 /**
  * The checks every call passes before it is forwarded, whatever its protocol: the per-address
@@ -103,11 +107,12 @@ export function createAdmission(limiter: RateLimiter, verifier: AccessTokenVerif
     const strict = isStrict(method);
     await withRetryAfter(exchange, limiter.checkAddress(exchange.clientIp, strict));
     const level = levelOf(method);
-    if (level !== Access.USER && level !== Access.ADMIN) return;
+    if (level !== Access.USER && level !== Access.ADMIN) return undefined;
     const token = bearerToken(authorization);
     const user = token ? await verifier.verify(token) : undefined;
     checkAccess(level, { user });
     if (user) await withRetryAfter(exchange, limiter.checkUser(user.userId, strict));
+    return user;
   };
 }
 
@@ -118,6 +123,73 @@ export function admissionInterceptor(admit: Admission): Interceptor {
     return next(req);
   };
 }
+
+/** How many server streams the gateway holds open at once. */
+export interface StreamLimits {
+  perUser: number;
+  total: number;
+}
+
+const openStreams = new Gauge({
+  name: "gateway_open_streams",
+  help: "Server streams open through the gateway.",
+  registers: [metrics],
+});
+
+/**
+ * The server streams open through this gateway, counted per user and in total, so that one
+ * client opening streams in a loop cannot take every slot. A stream also ends with
+ * UNAUTHENTICATED when the token that opened it expires: the client refreshes and resubscribes
+ * (upstreams on the platform do the same; this covers any other).
+ */
+export function createStreamSlots(limits: StreamLimits) {
+  const perUser = new Map<string, number>();
+  let total = 0;
+  return {
+    /** Takes a slot or throws RESOURCE_EXHAUSTED; `expire` ends the stream. Returns its release. */
+    open(user: UserIdentity | undefined, expire: (err: ConnectError) => void): () => void {
+      if (total >= limits.total) {
+        throw new ConnectError(
+          "the gateway holds its maximum of open streams; retry later",
+          Code.ResourceExhausted,
+        );
+      }
+      const mine = user ? (perUser.get(user.userId) ?? 0) : 0;
+      if (user && mine >= limits.perUser) {
+        throw new ConnectError(
+          `at most ${limits.perUser} open streams per user; close one first`,
+          Code.ResourceExhausted,
+        );
+      }
+      total++;
+      openStreams.set(total);
+      if (user) perUser.set(user.userId, mine + 1);
+      const timer =
+        user &&
+        setTimeout(
+          () =>
+            expire(
+              new ConnectError("the access token expired; reconnect with a fresh one", Code.Unauthenticated),
+            ),
+          Math.max(0, user.expiresAt.getTime() - Date.now()),
+        );
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        clearTimeout(timer);
+        total--;
+        openStreams.set(total);
+        if (!user) return;
+        const left = (perUser.get(user.userId) ?? 1) - 1;
+        if (left > 0) perUser.set(user.userId, left);
+        else perUser.delete(user.userId);
+      };
+    },
+  };
+}
+
+export type StreamSlots = ReturnType<typeof createStreamSlots>;
 
 /** Records one call's end: one access-log line and one metric, with the status it ended with. */
 export type Observer = (procedure: string, requestId: string | undefined) => (code: number) => void;
@@ -163,22 +235,20 @@ export interface Timeouts {
   maxStreamMs: number;
 }
 
-const GATEWAY_STOPPING = () => new ConnectError("the gateway is shutting down; reconnect", Code.Unavailable);
-
 /**
- * Registers every exposed method of every upstream as a forwarder over grpc-js. The caller's
- * token and request id travel as metadata, with the client's address and the gateway credential
- * that makes services believe it; the client's deadline is capped (a unary call without one gets
- * the default, a stream none); cancelling the request cancels the upstream call. Streams end
- * with UNAVAILABLE when `stopStreams` aborts (the gateway stops).
+ * Registers every exposed unary method of every upstream as a forwarder over grpc-js, for the
+ * few requests the byte path leaves to Connect (gRPC over HTTP/1.1, unusual GETs). Server
+ * streams are not among them: gRPC streams need HTTP/2, and every other protocol's streams are
+ * forwarded as bytes. The caller's token and request id travel as metadata, with the client's
+ * address and the gateway credential that makes services believe it; the client's deadline is
+ * capped (the default when it set none); cancelling the request cancels the upstream call.
  */
 export function forwardRoutes(
   upstreams: { service: DescService; client: UpstreamClient }[],
   timeouts: Timeouts,
-  stopStreams: AbortSignal,
   credentials: { token(): Promise<string> },
 ) {
-  const options = async (ctx: HandlerContext, streaming: boolean): Promise<CallOptions> => {
+  const options = async (ctx: HandlerContext): Promise<CallOptions> => {
     const headers: Record<string, string> = {
       "x-forwarded-for": ctx.values.get(exchangeKey).clientIp,
       [GATEWAY_TOKEN_HEADER]: await credentials.token(),
@@ -190,42 +260,15 @@ export function forwardRoutes(
     // grpc-js sets its own user-agent, so the browser's travels under a name of ours.
     const agent = ctx.requestHeader.get("user-agent");
     if (agent) headers[USER_AGENT_HEADER] = agent.slice(0, 512);
-    const asked = ctx.timeoutMs();
-    const timeoutMs = streaming
-      ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
-      : Math.min(asked ?? timeouts.defaultMs, timeouts.maxMs);
+    const timeoutMs = Math.min(ctx.timeoutMs() ?? timeouts.defaultMs, timeouts.maxMs);
     return { timeoutMs, signal: ctx.signal, headers };
   };
   return (router: ConnectRouter) => {
     for (const { service, client } of upstreams) {
-      for (const method of service.methods.filter(isExposed)) {
+      for (const method of service.methods.filter((m) => isExposed(m) && m.methodKind === "unary")) {
         const call = client[method.localName] as Forwarder;
-        if (method.methodKind === "server_streaming") {
-          router.rpc(method, async function* (req: unknown, ctx: HandlerContext) {
-            if (stopStreams.aborted) throw GATEWAY_STOPPING();
-            // One controller per stream, its listener on the gateway-wide signal removed at the
-            // end (AbortSignal.any would keep every stream's signal alive until the gateway stops).
-            const ctl = new AbortController();
-            const abort = () => ctl.abort();
-            ctx.signal.addEventListener("abort", abort);
-            stopStreams.addEventListener("abort", abort);
-            if (ctx.signal.aborted) abort();
-            try {
-              yield* call(req, {
-                ...(await options(ctx, true)),
-                signal: ctl.signal,
-              }) as AsyncIterable<unknown>;
-            } catch (err) {
-              throw stopStreams.aborted ? GATEWAY_STOPPING() : err;
-            } finally {
-              ctx.signal.removeEventListener("abort", abort);
-              stopStreams.removeEventListener("abort", abort);
-            }
-          } as never);
-        } else {
-          router.rpc(method, (async (req: unknown, ctx: HandlerContext) =>
-            call(req, await options(ctx, false))) as never);
-        }
+        router.rpc(method, (async (req: unknown, ctx: HandlerContext) =>
+          call(req, await options(ctx))) as never);
       }
     }
   };

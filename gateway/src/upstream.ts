@@ -24,30 +24,44 @@ export interface Upstream {
   close(): void;
 }
 
-/** Splits a grpc target (`dns:///host:port`, `host:port`, `[::1]:port`) into host and port. */
-export function parseTarget(target: string): { host: string; port: number } {
-  const plain = target.replace(/^dns:(\/\/[^/]*)?\//, "");
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(plain);
+/** Splits `host:port` or `[::1]:port` into host and port. */
+function hostPort(address: string, target: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(address);
   if (!m) throw new Error(`upstream target "${target}" is not host:port`);
   return { host: m[1] ?? m[2] ?? "", port: Number(m[3]) };
 }
 
 /**
- * A pool of HTTP/2 sessions to `target`, balanced round-robin over every address its name
- * resolves to. A session that fails, closes or is sent GOAWAY is replaced on the next request;
- * streams already open on it finish there.
+ * The addresses of a grpc target: `dns:///host:port` or `host:port` names one host (looked up
+ * for all its addresses); `ipv4:a:port,b:port` and `ipv6:[a]:port,…` list fixed addresses, as
+ * grpc-js reads them.
+ */
+export function parseTarget(target: string): { host: string; port: number }[] {
+  const fixed = /^ipv[46]:(.*)$/.exec(target)?.[1];
+  if (fixed !== undefined) return fixed.split(",").map((a) => hostPort(a.trim(), target));
+  return [hostPort(target.replace(/^dns:(\/\/[^/]*)?\//, ""), target)];
+}
+
+/**
+ * A pool of HTTP/2 sessions to `target`, balanced round-robin over every address it lists or
+ * its name resolves to. A session that fails, closes or is sent GOAWAY is replaced on the next
+ * request; streams already open on it finish there.
  */
 export function createUpstream(target: string): Upstream {
-  const { host, port } = parseTarget(target);
-  let addresses: string[] = isIP(host) ? [host] : [];
+  const listed = parseTarget(target);
+  const named = listed.length === 1 && !isIP(listed[0]?.host ?? "") ? listed[0] : undefined;
+  const authority = (a: { host: string; port: number }) =>
+    isIP(a.host) === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+  let addresses: string[] = named ? [] : listed.map(authority);
   let resolvedAt = 0;
   let resolving: Promise<void> | undefined;
   const resolve = () => {
-    if (isIP(host) || resolving || Date.now() - resolvedAt < RESOLVE_MS) return;
-    resolving = lookup(host, { all: true })
+    if (!named || resolving || Date.now() - resolvedAt < RESOLVE_MS) return;
+    resolving = lookup(named.host, { all: true })
       .then(
         (found) => {
-          if (found.length > 0) addresses = found.map((a) => a.address);
+          if (found.length > 0)
+            addresses = found.map((a) => authority({ host: a.address, port: named.port }));
         },
         () => {},
       )
@@ -63,9 +77,8 @@ export function createUpstream(target: string): Upstream {
   const open = (slot: number): ClientHttp2Session => {
     resolve();
     // Until the first lookup answers, the name itself (node resolves it for the socket).
-    const address = addresses.length > 0 ? addresses[slot % addresses.length] : host;
-    const authority = isIP(address ?? "") === 6 ? `[${address}]:${port}` : `${address}:${port}`;
-    const session = connect(`http://${authority}`, {
+    const address = addresses[slot % addresses.length] ?? authority(named ?? { host: "", port: 0 });
+    const session = connect(`http://${address}`, {
       maxSessionMemory: 64,
       settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
     });

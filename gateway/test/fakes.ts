@@ -74,8 +74,8 @@ export interface FakeMesh {
   calls: Map<string, number>;
   /** Keys GetJwks publishes besides the signing key (a rotation under way); change it at will. */
   extraKeys: Array<{ kty: string; crv: string; x: string; kid: string; alg: string; use: string }>;
-  /** A valid access token for this user id. */
-  tokenFor(userId: string): Promise<string>;
+  /** A valid access token for this user id, expiring in `expiresInS` (default 15 minutes). */
+  tokenFor(userId: string, expiresInS?: number): Promise<string>;
   /** Another gateway replica on the same NATS and upstreams. */
   startGateway(env?: Record<string, string>): Promise<RunningGateway>;
   stop(): Promise<void>;
@@ -200,7 +200,7 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
       signIns,
       calls,
       extraKeys,
-      tokenFor: (userId) =>
+      tokenFor: (userId, expiresInS = 900) =>
         new SignJWT({ sid: randomUUID(), roles: [] })
           .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYPE, kid })
           .setIssuer("protomesh")
@@ -208,7 +208,7 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
           .setSubject(userId)
           .setJti(randomUUID())
           .setIssuedAt()
-          .setExpirationTime("15m")
+          .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInS)
           .sign(privateKey),
       startGateway: startOne,
       stop,

@@ -24,7 +24,7 @@ import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { meshServices } from "@protomesh/mesh";
 import { createLogger, createServiceClient } from "@protomesh/platform";
-import { waitUntil } from "@protomesh/testkit";
+import { waitUntil, within } from "@protomesh/testkit";
 import { type RunningGateway, readGatewayConfig, startGateway } from "../src/index.ts";
 import { type FakeMesh, startFakeMesh } from "./fakes.ts";
 
@@ -118,8 +118,9 @@ async function startUpstream(port = 0) {
         const who = callerOf(call.metadata);
         count(who);
         call.on("cancelled", () => seen.cancelled.add(who));
-        // stream-<n>[-fail|-hang]: n messages, then OK, an error with details, or nothing.
-        const [, n, end] = /^stream-(\d+)(?:-(\w+))?$/.exec(who) ?? [];
+        // stream-<n>[-fail|-hang][.tag]: n messages, then OK, an error with details, or nothing
+        // (the tag makes another user steered the same way).
+        const [, n, end] = /^stream-(\d+)(?:-(fail|hang))?(?:\.\w+)?$/.exec(who) ?? [];
         for (let i = 0; i < Number(n ?? 0); i++) {
           call.write({ notification: { id: `n${i}`, kind: "test", subject: `message ${i} ü😀` } });
         }
@@ -145,27 +146,32 @@ async function startUpstream(port = 0) {
 let mesh: FakeMesh;
 let gateway: RunningGateway;
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
-before(async () => {
-  mesh = await startFakeMesh();
-  upstream = await startUpstream();
-  const { MESH_SECRET: _never, ...env } = mesh.env;
-  gateway = await startGateway(
+/** A gateway in front of the fake auth and the test's upstream (user and notify). */
+const startTestGateway = (extra: Record<string, string>) =>
+  startGateway(
     readGatewayConfig(
       meshServices.filter((s) => ["auth", "user", "notify"].includes(s.name)),
       {
-        ...env,
+        ...Object.fromEntries(Object.entries(mesh.env).filter(([k]) => k !== "MESH_SECRET")),
         PORT: "0",
         USER_ADDR: upstream.addr,
         NOTIFY_ADDR: upstream.addr,
-        MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES),
-        DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
-        MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
-        RATE_LIMIT_IP_PER_MINUTE: "0",
-        RATE_LIMIT_USER_PER_MINUTE: "0",
+        ...extra,
       },
     ),
     createLogger("gateway", process.env.TEST_LOG_LEVEL ?? "silent"),
   );
+
+before(async () => {
+  mesh = await startFakeMesh();
+  upstream = await startUpstream();
+  gateway = await startTestGateway({
+    MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES),
+    DEFAULT_TIMEOUT_MS: String(DEFAULT_TIMEOUT_MS),
+    MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+    RATE_LIMIT_IP_PER_MINUTE: "0",
+    RATE_LIMIT_USER_PER_MINUTE: "0",
+  });
 });
 after(async () => {
   await gateway?.stop();
@@ -202,6 +208,10 @@ const PROTOCOLS: Record<string, (baseUrl: string) => Transport | "grpc-js"> = {
       sendCompression: compressionGzip,
       compressMinBytes: 0,
     }),
+  "connect json GET (HTTP/1.1)": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "1.1", useHttpGet: true }),
+  "connect binary GET (HTTP/2)": (baseUrl) =>
+    createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, useHttpGet: true }),
   "grpc (grpc-js)": () => "grpc-js",
 };
 
@@ -453,7 +463,7 @@ test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary an
   });
   assert.equal(unary.status, 400);
   assert.equal(((await unary.json()) as { code: string }).code, "invalid_argument");
-  // Server streaming (Connect JSON streaming stays on connect-node): one enveloped request.
+  // Server streaming: one enveloped request.
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 2]), Buffer.from("{}")]);
   frame.writeUInt32BE(bad.length, 1);
   const streamed = await fetch(`${gateway.url}/protomesh.notify.v1.NotifyService/WatchMyNotifications`, {
@@ -468,19 +478,9 @@ test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary an
 });
 
 test("a stream whose client stops reading is ended with RESOURCE_EXHAUSTED, not buffered", async (t) => {
-  const small = await startGateway(
-    readGatewayConfig(
-      meshServices.filter((s) => ["auth", "user", "notify"].includes(s.name)),
-      {
-        ...Object.fromEntries(Object.entries(mesh.env).filter(([k]) => k !== "MESH_SECRET")),
-        PORT: "0",
-        NOTIFY_ADDR: upstream.addr,
-        USER_ADDR: upstream.addr,
-        MAX_STREAM_BUFFER_BYTES: "1024",
-      },
-    ),
-    createLogger("gateway", "silent"),
-  );
+  const small = await startTestGateway({
+    MAX_STREAM_BUFFER_BYTES: "1024",
+  });
   t.after(() => small.stop());
   const who = "stream-3000-hang";
   seen.cancelled.delete(who);
@@ -506,6 +506,74 @@ test("a stream whose client stops reading is ended with RESOURCE_EXHAUSTED, not 
   const trailers = new Promise<Record<string, unknown>>((resolve) => stream.once("trailers", resolve));
   stream.resume();
   assert.equal((await trailers)["grpc-status"], String(Code.ResourceExhausted));
+});
+
+test("a stream ends with UNAUTHENTICATED when its access token expires, whatever the protocol", async () => {
+  const ends = Object.keys(PROTOCOLS).map(async (protocol, i) => {
+    // Expires in 1–2 s (JWT times are whole seconds); the upstream here does not check it.
+    const c = clientsOf(protocol, await mesh.tokenFor(`stream-1-hang.expiring${i}`, 2));
+    try {
+      const it = c.notify.watchMyNotifications({})[Symbol.asyncIterator]();
+      assert.equal((await it.next()).value?.notification?.id, "n0", protocol);
+      const err = await within(
+        rejection({ [Symbol.asyncIterator]: () => it }),
+        10_000,
+        `${protocol}: the end`,
+      );
+      assert.equal(err.code, Code.Unauthenticated, `${protocol}: ${err.message}`);
+    } finally {
+      c.close();
+    }
+  });
+  await Promise.all(ends);
+});
+
+test("streams are limited per user and in total; a closed stream frees its slot", async (t) => {
+  const limited = await startTestGateway({
+    STREAMS_PER_USER: "2",
+    MAX_STREAMS: "3",
+  });
+  t.after(() => limited.stop());
+  // gRPC is forwarded as bytes, Connect JSON transcoded: both count.
+  const grpcT = createGrpcTransport({ baseUrl: limited.url });
+  const jsonT = createConnectTransport({ baseUrl: limited.url, httpVersion: "1.1" });
+  const ctl = new AbortController();
+  t.after(() => ctl.abort());
+  const open = async (transport: Transport, user: string, signal = ctl.signal) => {
+    const notify = createClient(NotifyService, transport);
+    const headers = { authorization: `Bearer ${await mesh.tokenFor(`stream-1-hang.${user}`)}` };
+    const it = notify.watchMyNotifications({}, { headers, signal })[Symbol.asyncIterator]();
+    const first = await it.next().then(
+      (r) => r.value?.notification?.id,
+      (err: unknown) => ConnectError.from(err).code,
+    );
+    return { first, it };
+  };
+  const alone = new AbortController();
+  assert.equal((await open(grpcT, "a", alone.signal)).first, "n0");
+  assert.equal((await open(jsonT, "a")).first, "n0");
+  // A third of user a's, by either path, is refused; user b still gets one.
+  assert.equal((await open(grpcT, "a")).first, Code.ResourceExhausted);
+  assert.equal((await open(jsonT, "a")).first, Code.ResourceExhausted);
+  // grpc-js decodes only what the gRPC spec escapes: the gateway's own message arrives whole.
+  const grpcJs = createServiceClient(NotifyService, limited.url.replace("http://", ""));
+  t.after(() => grpcJs.close());
+  const refused = await rejection(
+    grpcJs.watchMyNotifications(
+      {},
+      { headers: { authorization: `Bearer ${await mesh.tokenFor("stream-1-hang.a")}` } },
+    ),
+  );
+  assert.equal(refused.rawMessage, "at most 2 open streams per user; close one first");
+  assert.equal((await open(jsonT, "b")).first, "n0");
+  // Three are open: the gateway's total is reached, for a user with none open too.
+  assert.equal((await open(grpcT, "c")).first, Code.ResourceExhausted);
+  alone.abort();
+  await waitUntil(
+    async () => (await open(grpcT, "c")).first === "n0",
+    5_000,
+    "a slot freed by the closed stream",
+  );
 });
 
 test("after the upstream restarts, calls go through again on new sessions", async () => {

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +15,28 @@ const ATTEMPTS = 20;
 const CLAIMS = join(tmpdir(), "protomesh-port-claims");
 const CLAIM_MS = 120_000;
 
+/** Removes lapsed claims, so the folder does not keep one file per port ever handed out. */
+const sweep = () => {
+  try {
+    for (const name of readdirSync(CLAIMS)) {
+      const file = join(CLAIMS, name);
+      try {
+        if (Date.now() - statSync(file).mtimeMs >= CLAIM_MS) unlinkSync(file);
+      } catch {
+        // Removed by another process meanwhile.
+      }
+    }
+  } catch {
+    // No folder yet.
+  }
+};
+let swept = false;
+
 function claim(port: number): boolean {
+  if (!swept) {
+    swept = true;
+    sweep();
+  }
   const file = join(CLAIMS, String(port));
   for (let i = 0; i < 2; i++) {
     try {

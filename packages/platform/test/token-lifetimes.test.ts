@@ -4,6 +4,8 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   type CallContext,
@@ -16,7 +18,7 @@ import {
   MAX_ACCESS_TOKEN_TTL_MS,
   requireVerifiedEmail,
 } from "@protomesh/platform";
-import { assertCode } from "@protomesh/testkit";
+import { assertCode, within } from "@protomesh/testkit";
 import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from "jose";
 import { fake, serve, TEST_MESH_SECRET, testUser } from "./serve.ts";
 
@@ -164,4 +166,33 @@ test("requireVerifiedEmail lets a verified user through and stops an unverified 
     () => requireVerifiedEmail(ctx(undefined)),
     (err) => err instanceof ConnectError && err.code === Code.Unauthenticated,
   );
+});
+
+test("a server stream ends with UNAUTHENTICATED when the access token that opened it expires", async (t) => {
+  const streaming = await serve(
+    [
+      fake(NotifyService, {
+        async *watchMyNotifications(_req, ctx) {
+          yield { notification: { id: "first", kind: "test" } };
+          // Waits for ever: only the platform can end it.
+          await delay(3_600_000, undefined, { signal: ctx.signal });
+        },
+      }),
+    ],
+    { verify: async (token) => testUser(token, { expiresAt: new Date(Date.now() + 300) }) },
+  );
+  t.after(() => streaming.stop());
+  const client = createServiceClient(NotifyService, streaming.address);
+  t.after(() => client.close());
+  const stream = client.watchMyNotifications({}, { accessToken: randomUUID() })[Symbol.asyncIterator]();
+  assert.equal((await stream.next()).value?.notification?.id, "first");
+  const err = await within(
+    stream.next().then(
+      () => assert.fail("the stream went on after its token expired"),
+      (e: unknown) => e,
+    ),
+    5_000,
+    "the stream's end",
+  );
+  assert.ok(err instanceof ConnectError && err.code === Code.Unauthenticated, String(err));
 });

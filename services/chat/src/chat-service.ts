@@ -167,13 +167,13 @@ export function createChatHandlers(deps: {
       try {
         const { head, oldest } = await store.history(me);
         let last = head;
-        if (req.afterSeq > 0n) {
+        if (req.afterSeq !== undefined) {
           if (req.afterSeq > head)
-            throw fail(Code.OutOfRange, "after_seq: beyond the newest event; subscribe with 0");
+            throw fail(Code.OutOfRange, "after_seq: beyond the newest event; subscribe without it");
           if (req.afterSeq + 1n < oldest)
             throw fail(
               Code.OutOfRange,
-              "after_seq: older than the kept history; reload and subscribe with 0",
+              "after_seq: older than the kept history; reload and subscribe without it",
             );
           last = req.afterSeq;
         }

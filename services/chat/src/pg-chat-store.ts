@@ -24,6 +24,29 @@ import {
  */
 const UNREAD_CAP = 100;
 
+/** The statements whose plans test/plans.test.ts checks, kept in one place so it checks these. */
+export const SQL = {
+  touchConversation: `UPDATE participants SET last_position = GREATEST(last_position, $2)
+    WHERE user_id = ANY($3::uuid[]) AND conversation_id = $1`,
+  listConversations: `SELECT p.conversation_id AS id, p.peer_id, p.last_position::text AS sort_key,
+      (SELECT count(*)::int FROM (SELECT 1 FROM messages x WHERE x.conversation_id = p.conversation_id
+         AND x.position > p.read_position AND x.sender_id <> p.user_id LIMIT ${UNREAD_CAP}) u) AS unread,
+      m.id AS m_id, m.position::text AS position, m.sender_id, m.text, m.client_message_id, m.created_at,
+      p.conversation_id
+    FROM participants p
+    LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = p.conversation_id
+      ORDER BY position DESC LIMIT 1) m ON true
+    WHERE p.user_id = $1 AND ($2::bigint IS NULL OR (p.last_position, p.conversation_id) < ($2, $3::uuid))
+    ORDER BY p.last_position DESC, p.conversation_id DESC LIMIT $4`,
+  deletedsMessagesInLogs:
+    "DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)",
+  peersForget: `UPDATE participants p SET peer_id = NULL FROM participants mine
+    WHERE mine.user_id = $1 AND p.user_id = mine.peer_id AND p.conversation_id = mine.conversation_id`,
+  orphanConversations: `DELETE FROM conversations c USING participants mine
+    WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
+  deleteBlocks: "DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1",
+};
+
 /** One user's event, committed, for the live feed. */
 export interface UserEvent {
   userId: string;
@@ -231,8 +254,7 @@ export function createPgChatStore(pool: Pool) {
         const events = await appendEvents(tx, people, message);
         await tx.query({
           name: "chat-touch-conversation",
-          text: `UPDATE participants SET last_position = GREATEST(last_position, $2)
-           WHERE user_id = ANY($3::uuid[]) AND conversation_id = $1`,
+          text: SQL.touchConversation,
           values: [conversationId, inserted.position, people],
         });
         await addEvent(tx, MessageSentSchema, toMessageSent(message, s.recipientId, s.recipientOnline));
@@ -309,19 +331,7 @@ export function createPgChatStore(pool: Pool) {
           unread: number;
           m_id: string | null;
         }
-      >(
-        `SELECT p.conversation_id AS id, p.peer_id, p.last_position::text AS sort_key,
-           (SELECT count(*)::int FROM (SELECT 1 FROM messages x WHERE x.conversation_id = p.conversation_id
-              AND x.position > p.read_position AND x.sender_id <> p.user_id LIMIT ${UNREAD_CAP}) u) AS unread,
-           m.id AS m_id, m.position::text AS position, m.sender_id, m.text, m.client_message_id, m.created_at,
-           p.conversation_id
-         FROM participants p
-         LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = p.conversation_id
-           ORDER BY position DESC LIMIT 1) m ON true
-         WHERE p.user_id = $1 AND ($2::bigint IS NULL OR (p.last_position, p.conversation_id) < ($2, $3::uuid))
-         ORDER BY p.last_position DESC, p.conversation_id DESC LIMIT $4`,
-        [userId, after?.key ?? null, after?.id ?? null, limit + 1],
-      );
+      >(SQL.listConversations, [userId, after?.key ?? null, after?.id ?? null, limit + 1]);
       return toPage(rows, limit, (r) => ({
         id: r.id,
         peerId: r.peer_id ?? "",
@@ -407,25 +417,14 @@ export function createPgChatStore(pool: Pool) {
       // Subscribe's replay reads `seq > last` in order and its gap fill reads up to a notice's
       // seq, so both step over a missing seq; a reconnect from before a gap at the very start
       // of a log may be told to reload (the oldest kept seq moved up), which is also correct.
-      await tx.query(
-        `DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)`,
-        [userId],
-      );
+      await tx.query(SQL.deletedsMessagesInLogs, [userId]);
       await tx.query("DELETE FROM messages WHERE sender_id = $1", [userId]);
       // Through its own sides, so that every statement reaches its rows by a key.
-      await tx.query(
-        `UPDATE participants p SET peer_id = NULL FROM participants mine
-         WHERE mine.user_id = $1 AND p.user_id = mine.peer_id AND p.conversation_id = mine.conversation_id`,
-        [userId],
-      );
+      await tx.query(SQL.peersForget, [userId]);
       // A conversation whose other side went before has nobody left (the cascade takes the rest).
-      await tx.query(
-        `DELETE FROM conversations c USING participants mine
-         WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
-        [userId],
-      );
+      await tx.query(SQL.orphanConversations, [userId]);
       await tx.query("DELETE FROM participants WHERE user_id = $1", [userId]);
-      await tx.query("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [userId]);
+      await tx.query(SQL.deleteBlocks, [userId]);
       await tx.query("DELETE FROM user_events WHERE user_id = $1", [userId]);
       await tx.query("DELETE FROM user_heads WHERE user_id = $1", [userId]);
     },

@@ -3,6 +3,7 @@ import { type Logger, type NatsConnection, type NatsPart, periodic } from "@prot
 import { type KV, StorageType } from "nats";
 
 const DIRECT = new TextEncoder();
+const PUT_WINDOW = 128;
 
 /**
  * Who is online: a user with an open Subscribe on any replica. Each replica counts its own
@@ -24,6 +25,13 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
     await kv?.put(keyOf(userId), "").catch((err: unknown) => {
       failed = err;
     });
+  };
+  // A window of puts in flight: one at a time, 10,000 users took longer than the refresh
+  // interval (their keys could expire while they were online); all at once floods NATS.
+  const putAll = async (userIds: string[], signal?: AbortSignal) => {
+    for (let i = 0; i < userIds.length && !signal?.aborted; i += PUT_WINDOW) {
+      await Promise.all(userIds.slice(i, i + PUT_WINDOW).map(put));
+    }
   };
   const remove = (userId: string) => kv?.delete(keyOf(userId)).catch(() => {});
   // In memory: presence is rebuilt within a third of the TTL by the refreshes, and every
@@ -81,10 +89,7 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
           return kv;
         });
       }
-      for (const userId of open.keys()) {
-        if (signal.aborted) return;
-        await put(userId);
-      }
+      await putAll([...open.keys()], signal);
     },
   });
 
@@ -92,7 +97,7 @@ export function createPresence(opts: { bucket: string; ttlMs: number; log: Logge
     async attach(nc: NatsConnection) {
       kv = await openBucket(nc);
       conn = nc;
-      await Promise.all([...open.keys()].map(put));
+      await putAll([...open.keys()]);
     },
     /** A graceful stop: this replica's users are offline now (unless another replica has them). */
     async detach() {

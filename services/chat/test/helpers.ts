@@ -76,7 +76,10 @@ export interface Stream {
 }
 
 /** Opens Subscribe and waits for its first heartbeat (the stream is live from then on). */
-export async function subscribe(chat: Chat, afterSeq = 0n): Promise<Stream & { first: SubscribeResponse[] }> {
+export async function subscribe(
+  chat: Chat,
+  afterSeq?: bigint,
+): Promise<Stream & { first: SubscribeResponse[] }> {
   const stop = new AbortController();
   const it = chat.subscribe({ afterSeq }, { signal: stop.signal })[Symbol.asyncIterator]();
   const first: SubscribeResponse[] = [];

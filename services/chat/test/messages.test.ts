@@ -70,6 +70,24 @@ test("a reconnect with the last seq gets exactly the 20 messages sent while away
   }
 });
 
+test("a new user whose only heartbeat said seq 0 reconnects with 0 and misses nothing; without after_seq, only live", async () => {
+  const alice = next();
+  const bob = next();
+  const first = await subscribe(alice.a);
+  assert.deepEqual(first.first, [], "nothing to replay yet");
+  first.close();
+  const sent = await send(bob.b, alice.who, "while you were away");
+  const again = await subscribe(alice.b, 0n);
+  again.close();
+  assert.deepEqual(
+    again.first.map((e) => messageOf(e)?.id),
+    [sent.id],
+  );
+  const live = await subscribe(alice.a);
+  live.close();
+  assert.deepEqual(live.first, [], "no after_seq: from now on");
+});
+
 test("the same client_message_id sent 3 times in parallel stores one message", async () => {
   const alice = next();
   const bob = next();

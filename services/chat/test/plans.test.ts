@@ -1,8 +1,9 @@
 // The plans of chat's key queries on a few thousand rows: each reaches its rows through an
 // index (no sequential scan of participants, conversations, blocks, messages or user_events) and the list needs no
-// sort. The SQL is the store's, repeated here; the plans, not timings, are what is checked.
+// sort. The SQL is the store's own (its SQL table); the plans, not timings, are what is checked.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { SQL } from "../src/pg-chat-store.ts";
 import { type ChatFixture, chatDb, chatFixture } from "./helpers.ts";
 
 let chat: ChatFixture;
@@ -34,33 +35,14 @@ test("chat's writes, its list and an account's deletion use indexes", async () =
   await q("ANALYZE");
   const [c] = await q("SELECT id, user_a, user_b FROM conversations LIMIT 1");
   const plans = {
-    touch: await plan(
-      `UPDATE participants SET last_position = GREATEST(last_position, $2)
-       WHERE user_id = ANY($3::uuid[]) AND conversation_id = $1`,
-      [c?.id, 2, [c?.user_a, c?.user_b]],
-    ),
+    touch: await plan(SQL.touchConversation, [c?.id, 2, [c?.user_a, c?.user_b]]),
+    // What PostgreSQL runs for the cascade from conversations.
     "the cascade's look-up": await plan("SELECT 1 FROM participants WHERE conversation_id = $1", [c?.id]),
-    "peers forget the deleted": await plan(
-      `UPDATE participants p SET peer_id = NULL FROM participants mine
-       WHERE mine.user_id = $1 AND p.user_id = mine.peer_id AND p.conversation_id = mine.conversation_id`,
-      [c?.user_a],
-    ),
-    "orphan conversations": await plan(
-      `DELETE FROM conversations c USING participants mine
-       WHERE mine.user_id = $1 AND mine.peer_id IS NULL AND c.id = mine.conversation_id`,
-      [c?.user_a],
-    ),
-    "the deleted's messages in their peers' logs": await plan(
-      "DELETE FROM user_events WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $1)",
-      [c?.user_a],
-    ),
-    blocks: await plan("DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1", [c?.user_b]),
-    "the list from a cursor": await plan(
-      `SELECT p.conversation_id FROM participants p
-       WHERE p.user_id = $1 AND ($2::bigint IS NULL OR (p.last_position, p.conversation_id) < ($2, $3::uuid))
-       ORDER BY p.last_position DESC, p.conversation_id DESC LIMIT $4`,
-      [c?.user_a, 5, c?.id, 21],
-    ),
+    "peers forget the deleted": await plan(SQL.peersForget, [c?.user_a]),
+    "orphan conversations": await plan(SQL.orphanConversations, [c?.user_a]),
+    "the deleted's messages in their peers' logs": await plan(SQL.deletedsMessagesInLogs, [c?.user_a]),
+    blocks: await plan(SQL.deleteBlocks, [c?.user_b]),
+    "the list from a cursor": await plan(SQL.listConversations, [c?.user_a, 5, c?.id, 21]),
   };
   for (const [name, text] of Object.entries(plans)) {
     console.log(`== ${name}\n${text}`);

@@ -8,6 +8,7 @@ import { Code } from "@connectrpc/connect";
 import { SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { freePort } from "@protomesh/devkit";
 import { assertCode, type Mesh, type TestAccount, waitUntil } from "@protomesh/testkit";
+import { connect } from "nats";
 import { type Chat, type ChatFixture, chatDb, chatFixture, newId, subscribe } from "./helpers.ts";
 
 const TTL_S = 3;
@@ -46,8 +47,19 @@ test("a user is online while a Subscribe is open on any replica, and offline onc
   const onA = await subscribe(client(addrA, alice));
   assert.equal(await isOnline(bobAsks, alice.userId), true, "online with streams on B and A");
   onB.close();
-  // Still online through A: B's close must not take A's stream with it.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Still online through A once B has let go of its key: B's close must not take A's with it.
+  const nc = await connect({ servers: mesh.nats.url });
+  try {
+    const kv = await nc.jetstream().views.kv("chat_presence");
+    const keys = async () => {
+      let n = 0;
+      for await (const _ of await kv.keys(`${alice.userId}.*`)) n++;
+      return n;
+    };
+    await waitUntil(async () => (await keys()) === 1, 5_000, "replica B's presence key deleted");
+  } finally {
+    await nc.close();
+  }
   assert.equal(await isOnline(bobAsks, alice.userId), true, "online through A after B's stream closed");
   onA.close();
   await waitUntil(
