@@ -118,9 +118,10 @@ try {
     RATE_LIMIT_USER_PER_MINUTE: "100000000",
     RATE_LIMIT_STRICT_IP_PER_MINUTE: "100000000",
     RATE_LIMIT_STRICT_USER_PER_MINUTE: "100000000",
-    // STREAM LIMITS: when the gateway limits open streams per user and in all (likely
-    // STREAMS_PER_USER and MAX_STREAMS), set both here far above the chat part's streams
-    // (one user each, up to 10,000) and the streams part's (up to 10,000 of one user).
+    // Stream limits far above the streams part's (up to 10,000 of one user) and the chat
+    // part's (one per user, up to 10,000): the defaults (10 per user) would refuse them.
+    STREAMS_PER_USER: "1000000",
+    MAX_STREAMS: "1000000",
   };
   started(
     "gateway",

@@ -310,7 +310,7 @@ function subscribe(url: string, people: Person[]) {
     path: SUBSCRIBE,
     count: people.length,
     headers: (i) => ({ authorization: `Bearer ${people[i]?.token}` }),
-    // An empty SubscribeRequest: after_seq 0, from the newest event on.
+    // An empty SubscribeRequest: after_seq unset, live events only.
     wave: WAVE,
     waveWaitMs: WAVE_WAIT_MS,
     onMessage(i, bytes, at) {
