@@ -2,7 +2,8 @@
 // forwarder) under native load, and idle streams through it; how long code mails take; sign-in
 // throughput against the hashing limit, and GetMe while sign-ins saturate auth; and, when the
 // mesh has catalog and orders, PlaceOrder against the raw stock decrement and GET reads with the
-// gateway's cache on and off.
+// gateway's cache on and off; and chat: thousands of Subscribe streams through the gateway, one
+// message to each user, against a bare grpc-js server, and across two chat replicas.
 // Everything runs on this machine in one go (services as separate processes, the load from this
 // one or from h2load and wrk), so the ratios hold on a noisy 2-core box even when the absolute
 // numbers do not.
@@ -13,9 +14,11 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { freePort, startNats, startPostgres, startSmtp } from "@protomesh/devkit";
 import { addressVariable, meshServices, randomSecrets, type ServiceName } from "@protomesh/mesh";
+import { chatBench } from "./lib/chat.ts";
 import { connectJsonClient } from "./lib/clients.ts";
 import { commerceBench, hasCommerce } from "./lib/commerce.ts";
 import { gatewayBench } from "./lib/gateway.ts";
+import { GC_ON_SIGNAL } from "./lib/grpc-streams.ts";
 import { identityBench, signIn } from "./lib/identity.ts";
 import { type StartedProcess, startProcess } from "./lib/procs.ts";
 import { streamsBench } from "./lib/streams.ts";
@@ -23,10 +26,19 @@ import { streamsBench } from "./lib/streams.ts";
 const quick = process.argv.includes("--quick");
 // `--only=gateway` runs the gateway's GetMe tables and streams alone; `--only=commerce` skips it and the identity part;
 // `--only=orders` also skips the catalog reads, leaving the stock decrement and PlaceOrder
-// (about a minute with --quick).
+// (about a minute with --quick); `--only=chat` runs the chat part alone (one to two minutes
+// with --quick, seven with 10,000 streams on a loaded 2-core machine).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-if (only !== undefined && only !== "gateway" && only !== "commerce" && only !== "orders") {
-  throw new Error(`--only=${only}: expected gateway, commerce or orders`);
+if (only !== undefined && !["gateway", "commerce", "orders", "chat"].includes(only)) {
+  throw new Error(`--only=${only}: expected gateway, commerce, orders or chat`);
+}
+// `--chat-streams=N`: the chat part with N users' streams instead of 10,000 (2,000 with --quick).
+const chatStreamsArg = process.argv
+  .find((a) => a.startsWith("--chat-streams="))
+  ?.slice("--chat-streams=".length);
+const chatStreams = chatStreamsArg === undefined ? undefined : Number(chatStreamsArg);
+if (chatStreams !== undefined && !(Number.isInteger(chatStreams) && chatStreams > 0)) {
+  throw new Error(`--chat-streams=${chatStreamsArg}: expected a positive integer`);
 }
 const DURATION_MS = quick ? 2_000 : 6_000;
 const WARMUP_MS = quick ? 500 : 1_500;
@@ -61,6 +73,8 @@ try {
   const secret = randomSecrets();
   const common = {
     HOST: "127.0.0.1",
+    // Heap per stream is read after a full collection, which SIGUSR2 asks for.
+    NODE_OPTIONS: GC_ON_SIGNAL,
     NATS_URL: nats.url,
     GATEWAY_SECRET: secret("GATEWAY_SECRET"),
     LOG_LEVEL: "warn",
@@ -81,20 +95,20 @@ try {
     procs.push(p);
     pids[name] = p.pid;
   };
+  // Kept: the chat part starts a second chat replica, and signs tokens as auth does.
+  const envOf = {} as Record<ServiceName, Record<string, string>>;
   for (const svc of meshServices) {
-    started(
-      svc.name,
-      await startProcess(`services/${svc.name}/src/main.ts`, {
-        ...common,
-        MESH_SECRET: secret("MESH_SECRET"),
-        ...svc.devEnv?.({ smtpUrl: smtp.url, secret }),
-        ...(svc.name === "auth" ? authTuning : {}),
-        PORT: String(ports[svc.name]),
-        METRICS_PORT: String(metrics[svc.name]),
-        DATABASE_URL: await pg.createDatabase(`protomesh_${svc.name}`),
-        LOG_LEVEL: "info",
-      }),
-    );
+    envOf[svc.name] = {
+      ...common,
+      MESH_SECRET: secret("MESH_SECRET"),
+      ...svc.devEnv?.({ smtpUrl: smtp.url, secret }),
+      ...(svc.name === "auth" ? authTuning : {}),
+      PORT: String(ports[svc.name]),
+      METRICS_PORT: String(metrics[svc.name]),
+      DATABASE_URL: await pg.createDatabase(`protomesh_${svc.name}`),
+      LOG_LEVEL: "info",
+    };
+    started(svc.name, await startProcess(`services/${svc.name}/src/main.ts`, envOf[svc.name]));
   }
   // Access logs off: this measures the request path, not stdout. Rate limits stay on (their
   // cost is part of every request) but far above what one machine sends: the storms below come
@@ -104,6 +118,10 @@ try {
     RATE_LIMIT_USER_PER_MINUTE: "100000000",
     RATE_LIMIT_STRICT_IP_PER_MINUTE: "100000000",
     RATE_LIMIT_STRICT_USER_PER_MINUTE: "100000000",
+    // Stream limits far above the streams part's (up to 10,000 of one user) and the chat
+    // part's (one per user, up to 10,000): the defaults (10 per user) would refuse them.
+    STREAMS_PER_USER: "1000000",
+    MAX_STREAMS: "1000000",
   };
   started(
     "gateway",
@@ -121,6 +139,16 @@ try {
   await auth.signUp({ email, password: PASSWORD, displayName: "Bench" });
   const token = await signIn(auth, email, PASSWORD);
   const headers = { authorization: `Bearer ${token}` };
+  const serviceProcess = (name: ServiceName) => ({
+    addr: `127.0.0.1:${ports[name]}`,
+    pid: pids[name],
+    metricsUrl: `http://127.0.0.1:${metrics[name]}/metrics`,
+  });
+  const streamsRun = (streams: number) => ({
+    gateway: { url: gateway, pid: pids.gateway },
+    meshSecret: secret("MESH_SECRET"),
+    streams,
+  });
   const budget = { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS };
 
   if (only === undefined || only === "gateway") {
@@ -139,16 +167,34 @@ try {
       onClose: (close) => closers.push(close),
     });
     await streamsBench({
-      gateway: { url: gateway, pid: pids.gateway },
-      notify: {
-        addr: `127.0.0.1:${ports.notify}`,
-        pid: pids.notify,
-        metricsUrl: `http://127.0.0.1:${metrics.notify}/metrics`,
-      },
-      meshSecret: secret("MESH_SECRET"),
+      ...streamsRun(quick ? 1_000 : 10_000),
+      notify: serviceProcess("notify"),
       token,
       email,
-      streams: quick ? 1_000 : 10_000,
+    });
+  }
+  if (only === undefined || only === "chat") {
+    await chatBench({
+      ...streamsRun(chatStreams ?? (quick ? 2_000 : 10_000)),
+      chat: serviceProcess("chat"),
+      userAddr: `127.0.0.1:${ports.user}`,
+      authEnv: envOf.auth,
+      startChatReplica: async () => {
+        const replica = await startProcess("services/chat/src/main.ts", {
+          ...envOf.chat,
+          PORT: "0",
+          METRICS_PORT: "0",
+        });
+        procs.push(replica);
+        return replica;
+      },
+      startServer: async (entry, env) => {
+        const server = await startProcess(entry, env);
+        procs.push(server);
+        return server;
+      },
+      runId,
+      crossMessages: quick ? 100 : 200,
     });
   }
   if (only === undefined) {
@@ -171,8 +217,8 @@ try {
     });
   }
 
-  if (only === "gateway") {
-    // The gateway figures only.
+  if (only === "gateway" || only === "chat") {
+    // Those figures only.
   } else if (hasCommerce(meshServices)) {
     await commerceBench({
       gatewayUrl: gateway,

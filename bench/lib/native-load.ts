@@ -248,7 +248,7 @@ function number(text: string, pattern: RegExp): number {
 const TICKS_PER_SECOND = 100; // USER_HZ, fixed at 100 on Linux whatever the kernel's own HZ
 
 /** CPU seconds (user + system) of each process and everything it started (nginx's workers). */
-async function cpuOf(pids: Record<string, number>): Promise<Record<string, number>> {
+export async function cpuOf(pids: Record<string, number>): Promise<Record<string, number>> {
   const procs = new Map<number, { ppid: number; ticks: number }>();
   for (const entry of await readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;

@@ -3,26 +3,28 @@
 // and how long one notification takes to reach every one of them. One user on purpose: a single
 // SendEmail to that user is then a burst of one message to each stream.
 
-import { readFile } from "node:fs/promises";
-import * as http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { createMeshCredentials, createServiceClient, type ServiceClient } from "@protomesh/platform";
+import {
+  type GrpcStreams,
+  heapOf,
+  kibPerStream,
+  openGrpcStreams,
+  quantileOf,
+  rssOf,
+  type ServiceProcess,
+  type StreamsRun,
+} from "./grpc-streams.ts";
 
 /** What the streams part needs from the run that started the mesh. */
-export interface StreamsContext {
-  gateway: { url: string; pid: number };
-  /** notify's gRPC address, process and Prometheus endpoint. */
-  notify: { addr: string; pid: number; metricsUrl: string };
-  meshSecret: string;
+export interface StreamsContext extends StreamsRun {
+  notify: ServiceProcess;
   /** The signed-in user's access token and email. */
   token: string;
   email: string;
-  streams: number;
 }
 
-// Per connection: about what HTTP/2 servers commonly let one client open at once.
-const STREAMS_PER_SESSION = 100;
 // Bounds of the wait for every stream to be live end to end: one notification per try.
 const READY_TRIES = 20;
 const READY_WAIT_MS = 3_000;
@@ -31,14 +33,6 @@ const BURST_P99_MS = 200;
 
 const WATCH = `/${NotifyService.typeName}/${NotifyService.method.watchMyNotifications.name}`;
 
-interface Watch {
-  /** Messages received so far. */
-  messages: number;
-  /** When the latest one arrived (performance.now()). */
-  lastAt: number;
-  ended?: string;
-}
-
 /** Opens the streams, measures memory per stream and one burst, prints the figures, closes them. */
 export async function streamsBench(ctx: StreamsContext): Promise<void> {
   const notify = createServiceClient(NotifyService, ctx.notify.addr, {
@@ -46,19 +40,33 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
   });
   // Closed here, not at the end of the run: the parts after this one must not share the
   // gateway with thousands of open streams.
-  const sessions: http2.ClientHttp2Session[] = [];
+  let held: GrpcStreams | undefined;
   try {
-    await measure(ctx, notify, sessions);
+    const before = await memory(ctx);
+    held = openGrpcStreams({
+      url: ctx.gateway.url,
+      path: WATCH,
+      count: ctx.streams,
+      headers: () => ({ authorization: `Bearer ${ctx.token}` }),
+    });
+    await measure(ctx, notify, held, before);
   } finally {
-    for (const session of sessions) session.destroy();
+    held?.close();
     notify.close();
   }
 }
 
+const memory = async (ctx: StreamsContext) => ({
+  gatewayHeap: await heapOf({ metricsUrl: `${ctx.gateway.url}/metrics`, pid: ctx.gateway.pid }),
+  gatewayRss: await rssOf(ctx.gateway.pid),
+  notifyHeap: await heapOf(ctx.notify),
+});
+
 async function measure(
   ctx: StreamsContext,
   notify: ServiceClient<typeof NotifyService>,
-  sessions: http2.ClientHttp2Session[],
+  held: GrpcStreams,
+  before: Awaited<ReturnType<typeof memory>>,
 ): Promise<void> {
   const userId = JSON.parse(Buffer.from(ctx.token.split(".")[1] ?? "", "base64url").toString()).sub as string;
   let sent = 0;
@@ -71,65 +79,10 @@ async function measure(
       kind: "bench",
     });
 
-  const memory = async () => ({
-    gatewayHeap: await heapOf(`${ctx.gateway.url}/metrics`),
-    gatewayRss: await rssOf(ctx.gateway.pid),
-    notifyHeap: await heapOf(ctx.notify.metricsUrl),
-  });
-  const before = await memory();
-  const watches: Watch[] = [];
-  let changed = () => {};
-  for (let opened = 0; opened < ctx.streams; opened += STREAMS_PER_SESSION) {
-    const session = http2.connect(ctx.gateway.url);
-    session.on("error", () => {}); // every stream on it reports its own end
-    sessions.push(session);
-    for (let i = 0; i < Math.min(STREAMS_PER_SESSION, ctx.streams - opened); i++) {
-      const w: Watch = { messages: 0, lastAt: 0 };
-      watches.push(w);
-      const stream = session.request({
-        ":method": "POST",
-        ":path": WATCH,
-        "content-type": "application/grpc",
-        te: "trailers",
-        authorization: `Bearer ${ctx.token}`,
-      });
-      // An empty request: a frame header saying zero bytes.
-      stream.end(Buffer.alloc(5));
-      let pending = Buffer.alloc(0);
-      stream.on("data", (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
-          pending = pending.subarray(5 + pending.readUInt32BE(1));
-          w.messages++;
-          w.lastAt = performance.now();
-        }
-        changed();
-      });
-      stream.on("trailers", (t) => {
-        w.ended = `grpc-status ${t["grpc-status"]} ${t["grpc-message"] ?? ""}`;
-      });
-      // A reset connection ends its streams: reported as streams not live, not a crash.
-      stream.on("error", (err) => {
-        w.ended ??= err.message;
-      });
-      stream.on("close", () => {
-        w.ended ??= `closed (${stream.rstCode})`;
-        changed();
-      });
-    }
-  }
-  // Resolves once every stream has more than `counts[i]` messages (or ended), or after `ms`.
+  const watches = held.streams;
+  // Once every stream has more than `counts[i]` messages (or ended), or after `ms`.
   const allPast = (counts: number[], ms: number) =>
-    new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      changed = () => {
-        if (watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended)) {
-          clearTimeout(timer);
-          resolve(true);
-        }
-      };
-      changed();
-    });
+    held.until(() => watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended), ms);
 
   // A stream is live once a message reached it: notify subscribes it only when the call gets
   // there, so notifications are sent until every stream has had one.
@@ -145,7 +98,7 @@ async function measure(
       ready = await allPast([], READY_WAIT_MS);
   }
   const live = watches.filter((w) => w.messages > 0 && !w.ended).length;
-  const after = await memory();
+  const after = await memory(ctx);
 
   // The burst: one notification, delivered to every live stream.
   const counts = watches.map((w) => w.messages);
@@ -164,12 +117,9 @@ async function measure(
     .filter((w, i) => w.messages > (counts[i] ?? 0))
     .map((w) => w.lastAt - t0)
     .sort((a, b) => a - b);
-  const at = (q: number) => delays[Math.max(0, Math.ceil(q * delays.length) - 1)] ?? Number.NaN;
+  const at = (q: number) => quantileOf(delays, q);
   // n/a when a process does not report it (no /metrics) or no stream was live.
-  const perStream = (k: keyof typeof before) => {
-    const kib = (after[k] - before[k]) / live / 1024;
-    return live > 0 && Number.isFinite(kib) ? kib.toFixed(1) : "n/a";
-  };
+  const perStream = (k: keyof typeof before) => kibPerStream(before[k], after[k], live);
   const ended = watches.find((w) => w.ended)?.ended;
 
   console.log(
@@ -189,19 +139,6 @@ async function measure(
     `\nburst to every stream: p99 ${at(0.99).toFixed(1)} ms, ${delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}`,
   );
   console.log(
-    "(heap used as the processes' /metrics report it, garbage not yet collected included; resident memory adds each stream's HTTP/2 buffers)",
+    "(heap used as the processes' /metrics report it after a forced full collection; resident memory adds each stream's HTTP/2 buffers)",
   );
-}
-
-async function heapOf(metricsUrl: string): Promise<number> {
-  const text = await fetch(metricsUrl).then(
-    (r) => r.text(),
-    () => "",
-  );
-  return Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
-}
-
-async function rssOf(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) * 1024;
 }
