@@ -74,7 +74,7 @@ try {
   const common = {
     HOST: "127.0.0.1",
     // Heap per stream is read after a full collection, which SIGUSR2 asks for.
-    NODE_OPTIONS: GC_ON_SIGNAL,
+    NODE_OPTIONS: [process.env.NODE_OPTIONS, GC_ON_SIGNAL].filter(Boolean).join(" "),
     NATS_URL: nats.url,
     GATEWAY_SECRET: secret("GATEWAY_SECRET"),
     LOG_LEVEL: "warn",
