@@ -10,7 +10,6 @@ import { SHARED_PG_ENV, TEST_LOG_DIR_ENV } from "@protomesh/testkit";
 import { findLeaks } from "./check-logs.ts";
 
 const root = join(import.meta.dirname, "..");
-const TEST_FILES_AT_ONCE = Number(process.env.TEST_FILES_AT_ONCE ?? 2);
 const bin = join(root, "node_modules/.bin");
 
 function step(name: string, command: string, args: string[]): void {
@@ -57,16 +56,7 @@ const pg = await startPostgres();
 const status = await new Promise<number>((resolve) => {
   const child = spawn(
     process.execPath,
-    [
-      "--import",
-      "tsx",
-      "--test",
-      "--test-timeout=120000",
-      // Two files at a time: most of a file's time is waiting (servers starting, deadlines,
-      // redeliveries), so two share the cores well; node's default on 2 cores is one.
-      `--test-concurrency=${TEST_FILES_AT_ONCE}`,
-      ...(only.length ? only : testFiles()),
-    ],
+    ["--import", "tsx", "--test", "--test-timeout=120000", ...(only.length ? only : testFiles())],
     {
       cwd: root,
       stdio: "inherit",
