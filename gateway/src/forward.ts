@@ -318,28 +318,35 @@ function jsonFrames(method: DescMethod) {
   };
 }
 
-/** A query parameter of a Connect GET, strictly decoded (invalid UTF-8 is refused, not replaced). */
-function queryParam(search: string, name: string): string | undefined {
-  for (const pair of search.split("&")) {
-    const eq = pair.indexOf("=");
-    if ((eq < 0 ? pair : pair.slice(0, eq)) !== name) continue;
-    try {
-      return decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1).replace(/\+/g, " "));
-    } catch {
-      throw new ConnectError(
-        `query parameter ${name} is not valid percent-encoded UTF-8`,
-        Code.InvalidArgument,
-      );
-    }
-  }
-  return undefined;
+/** A Connect GET's query, read once: each parameter as sent (percent-encoded). */
+interface GetQuery {
+  encoding?: string;
+  message?: string;
+  base64?: string;
+  compression?: string;
 }
 
-const searchOf = (req: Request) => {
+function getQuery(req: Request): GetQuery {
   const url = req.url ?? "";
-  const q = url.indexOf("?");
-  return q < 0 ? "" : url.slice(q + 1);
-};
+  const q: Record<string, string> = {};
+  for (const pair of url.slice(url.indexOf("?") + 1).split("&")) {
+    const eq = pair.indexOf("=");
+    if (eq > 0) q[pair.slice(0, eq)] ??= pair.slice(eq + 1);
+  }
+  return q;
+}
+
+/** A query parameter strictly decoded: invalid UTF-8 is refused, not replaced with U+FFFD. */
+function decodeParam(name: string, value: string): string {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, " "));
+  } catch {
+    throw new ConnectError(
+      `query parameter ${name} is not valid percent-encoded UTF-8`,
+      Code.InvalidArgument,
+    );
+  }
+}
 
 /** Creates the forwarder; `serve` returns false for requests it does not forward (left to Connect). */
 export function createForwarder(opts: ForwarderOptions) {
@@ -472,17 +479,16 @@ export function createForwarder(opts: ForwarderOptions) {
   };
 
   /** The request's frames for the upstream, from the body as the client sent it. */
-  const framesOf = async (wire: Wire, req: Request, method: DescMethod): Promise<Buffer> => {
+  const framesOf = async (wire: Wire, req: Request, method: DescMethod, get?: GetQuery): Promise<Buffer> => {
     const h = req.headers;
-    if (req.method === "GET") {
-      // serve() took only base64 or JSON messages, identity or gzip.
-      const search = searchOf(req);
-      const text = queryParam(search, "message") ?? "";
-      const bytes = queryParam(search, "base64") === "1" ? Buffer.from(text, "base64url") : Buffer.from(text);
+    if (get) {
+      // serveGet took only base64 or JSON messages, identity or gzip.
+      const text = decodeParam("message", get.message ?? "");
+      const bytes = get.base64 === "1" ? Buffer.from(text, "base64url") : Buffer.from(text);
       if (bytes.length > limit) {
         throw new ConnectError(`message larger than ${limit} bytes`, Code.ResourceExhausted);
       }
-      const message = queryParam(search, "compression") === "gzip" ? await inflate(bytes, limit) : bytes;
+      const message = get.compression === "gzip" ? await inflate(bytes, limit) : bytes;
       return frame(0, wire === "connect" ? message : jsonToBinary(method, message));
     }
     if (wire === "connect" || wire === "connect-json") {
@@ -528,7 +534,14 @@ export function createForwarder(opts: ForwarderOptions) {
     return out;
   };
 
-  const call = async (route: Route, wire: Wire, req: Request, res: Response, exchange: Exchange) => {
+  const call = async (
+    route: Route,
+    wire: Wire,
+    req: Request,
+    res: Response,
+    exchange: Exchange,
+    get?: GetQuery,
+  ) => {
     const done = opts.observe(route.procedure, header(req.headers, REQUEST_ID_HEADER));
     let finished = false;
     let upstream: ReturnType<Upstream["request"]> | undefined;
@@ -600,7 +613,7 @@ export function createForwarder(opts: ForwarderOptions) {
       const user = await opts.admit(route.method, header(req.headers, "authorization"), exchange);
       if (finished) return;
       if (route.streaming) release = opts.slots.open(user, fail);
-      const body = await framesOf(wire, req, route.method);
+      const body = await framesOf(wire, req, route.method, get);
       const asked = askedTimeoutMs(wire, req.headers);
       const timeoutMs = route.streaming
         ? Math.min(asked ?? timeouts.maxStreamMs, timeouts.maxStreamMs)
@@ -666,21 +679,12 @@ export function createForwarder(opts: ForwarderOptions) {
     ) {
       return false;
     }
-    let encoding: string | undefined;
-    let binaryAsText: boolean;
-    let compression: string;
-    try {
-      const search = searchOf(req);
-      encoding = queryParam(search, "encoding");
-      binaryAsText = encoding === "proto" && queryParam(search, "base64") !== "1";
-      compression = queryParam(search, "compression") ?? "identity";
-    } catch {
-      return false;
-    }
+    const get = getQuery(req);
+    const compression = get.compression ?? "identity";
     // Other codecs and compressions, and raw binary in a URL, are Connect's to answer.
-    if ((encoding !== "json" && encoding !== "proto") || binaryAsText) return false;
+    if (get.encoding !== "json" && !(get.encoding === "proto" && get.base64 === "1")) return false;
     if (compression !== "identity" && compression !== "gzip") return false;
-    void call(route, encoding === "json" ? "connect-json" : "connect", req, res, exchange);
+    void call(route, get.encoding === "json" ? "connect-json" : "connect", req, res, exchange, get);
     return true;
   };
 

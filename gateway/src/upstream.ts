@@ -36,7 +36,7 @@ function hostPort(address: string, target: string): { host: string; port: number
  * for all its addresses); `ipv4:a:port,b:port` and `ipv6:[a]:port,…` list fixed addresses, as
  * grpc-js reads them.
  */
-export function parseTarget(target: string): { host: string; port: number }[] {
+function parseTarget(target: string): { host: string; port: number }[] {
   const fixed = /^ipv[46]:(.*)$/.exec(target)?.[1];
   if (fixed !== undefined) return fixed.split(",").map((a) => hostPort(a.trim(), target));
   return [hostPort(target.replace(/^dns:(\/\/[^/]*)?\//, ""), target)];

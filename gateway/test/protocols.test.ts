@@ -452,7 +452,7 @@ test("gRPC-web text (base64) carries messages and trailers both ways", async () 
   assert.match(trailer.subarray(5).toString(), /grpc-status: ?0/);
 });
 
-test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary and streaming", async () => {
+test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary, GET and streaming", async () => {
   const token = await mesh.tokenFor("bad-utf8");
   const bad = Buffer.concat([Buffer.from('{"userId":"x'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
   // Unary through the forwarder.
@@ -463,6 +463,13 @@ test("Connect JSON with invalid UTF-8 is refused with INVALID_ARGUMENT, unary an
   });
   assert.equal(unary.status, 400);
   assert.equal(((await unary.json()) as { code: string }).code, "invalid_argument");
+  // A Connect GET: the same bytes percent-encoded in its query.
+  const get = await fetch(
+    `${gateway.url}/protomesh.user.v1.UserService/GetUser?encoding=json&message=${[...bad].map((b) => `%${b.toString(16).padStart(2, "0")}`).join("")}`,
+    { headers: { authorization: `Bearer ${token}` } },
+  );
+  assert.equal(get.status, 400);
+  assert.equal(((await get.json()) as { code: string }).code, "invalid_argument");
   // Server streaming: one enveloped request.
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 2]), Buffer.from("{}")]);
   frame.writeUInt32BE(bad.length, 1);

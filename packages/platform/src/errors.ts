@@ -22,7 +22,7 @@ const DATABASE_AWAY = new Set(["ECONNREFUSED", "ECONNRESET", "57P03", "53300"]);
  * Whether the error says the database cannot take the call right now (every connection busy,
  * or the server down or full), not that the call is wrong: the caller should retry.
  */
-export function isDatabaseUnavailable(err: unknown): boolean {
+function isDatabaseUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   return DATABASE_BUSY.test(err.message) || DATABASE_AWAY.has(String((err as { code?: unknown }).code));
 }

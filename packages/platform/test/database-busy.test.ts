@@ -1,6 +1,7 @@
 // A database that cannot take a call now (every connection busy past the acquire timeout, as
 // when thousands of clients reconnect at once) is UNAVAILABLE to the caller, who retries; not
 // INTERNAL, which says the call hit a bug.
+import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { Code, createLogger, createPool, createServiceClient, type Pool } from "@protomesh/platform";
@@ -39,5 +40,5 @@ test("a call that waits past the pool's acquire timeout is UNAVAILABLE, and work
     held.release();
   }
   const { user } = await client.getMe({}, { accessToken: "someone" });
-  if (user?.id !== "someone") throw new Error(`expected the call to work again, got ${user?.id}`);
+  assert.equal(user?.id, "someone", "the call works again");
 });
