@@ -24,13 +24,14 @@ import { type StartedProcess, startProcess } from "./lib/procs.ts";
 import { streamsBench } from "./lib/streams.ts";
 
 const quick = process.argv.includes("--quick");
-// `--only=gateway` runs the gateway's GetMe tables and streams alone; `--only=commerce` skips it and the identity part;
+// `--only=gateway` runs the gateway's GetMe tables and streams alone (`--only=streams`: the
+// streams alone); `--only=commerce` skips it and the identity part;
 // `--only=orders` also skips the catalog reads, leaving the stock decrement and PlaceOrder
 // (about a minute with --quick); `--only=chat` runs the chat part alone (one to two minutes
 // with --quick, seven with 10,000 streams on a loaded 2-core machine).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-if (only !== undefined && !["gateway", "commerce", "orders", "chat"].includes(only)) {
-  throw new Error(`--only=${only}: expected gateway, commerce, orders or chat`);
+if (only !== undefined && !["gateway", "streams", "commerce", "orders", "chat"].includes(only)) {
+  throw new Error(`--only=${only}: expected gateway, streams, commerce, orders or chat`);
 }
 // `--chat-streams=N`: the chat part with N users' streams instead of 10,000 (2,000 with --quick).
 const chatStreamsArg = process.argv
@@ -166,6 +167,8 @@ try {
       rounds: quick ? 1 : 2,
       onClose: (close) => closers.push(close),
     });
+  }
+  if (only === undefined || only === "gateway" || only === "streams") {
     await streamsBench({
       ...streamsRun(quick ? 1_000 : 10_000),
       notify: serviceProcess("notify"),
@@ -217,7 +220,7 @@ try {
     });
   }
 
-  if (only === "gateway" || only === "chat") {
+  if (only === "gateway" || only === "streams" || only === "chat") {
     // Those figures only.
   } else if (hasCommerce(meshServices)) {
     await commerceBench({

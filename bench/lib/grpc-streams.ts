@@ -156,11 +156,20 @@ export function openGrpcStreams(opts: {
           changed = () => {};
           resolve(false);
         }, ms);
-        changed = () => {
+        // Asked once per batch of socket reads, not per message: a check walks every stream,
+        // and asking it after each of 10,000 messages would make this client the bottleneck.
+        let asked = false;
+        const ask = () => {
+          asked = false;
           if (!done()) return;
           changed = () => {};
           clearTimeout(timer);
           resolve(true);
+        };
+        changed = () => {
+          if (asked) return;
+          asked = true;
+          setImmediate(ask);
         };
         changed();
       }),

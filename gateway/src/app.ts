@@ -123,9 +123,12 @@ export async function startGateway(
     }
   }
 
-  // Ready when every upstream reports SERVING over grpc.health.v1.
+  // Ready when every upstream reports SERVING over grpc.health.v1 and tokens can be checked.
+  void verifier.loadKeys();
   const ready = cached(
-    async () => (await Promise.all(upstreams.map((u) => u.health.check("")))).every((s) => s === "SERVING"),
+    async () =>
+      (await verifier.loadKeys()) &&
+      (await Promise.all(upstreams.map((u) => u.health.check("")))).every((s) => s === "SERVING"),
     1_000,
   );
 

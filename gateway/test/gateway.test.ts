@@ -104,6 +104,30 @@ test("healthz, readyz and metrics answer; readyz turns 503 when an upstream is d
   }
 });
 
+test("a gateway loads auth's keys before it reports ready: auth going down afterwards signs nobody out", async (t) => {
+  const auth = gatewayClient(AuthService, mesh.url, "connect-json");
+  const { userId, tokens } = await signUpAndSignIn(auth, {
+    email: uniqueEmail("gw-keys"),
+    password: PASSWORD,
+    displayName: "Kay",
+  });
+  // A new replica, which has checked no token yet: the first storm of calls after a restart
+  // must not all wait on (and fail with) one key fetch.
+  const fresh = await startGateway(
+    readGatewayConfig(meshServices, { ...mesh.env.auth, PORT: "0" }),
+    createLogger("gateway", "silent"),
+  );
+  t.after(() => fresh.stop());
+  await waitUntil(async () => (await fetch(`${fresh.url}/readyz`)).ok, 10_000, "the new gateway is ready");
+  await mesh.services.auth?.stop();
+  try {
+    const users = gatewayClient(UserService, fresh.url, "grpc", () => tokens?.accessToken);
+    assert.equal((await users.getMe({})).user?.id, userId);
+  } finally {
+    await mesh.start("auth");
+  }
+});
+
 test("an unknown JSON field is refused with INVALID_ARGUMENT naming it, not silently ignored", async () => {
   const res = await fetch(`${mesh.url}/protomesh.auth.v1.AuthService/SignIn`, {
     method: "POST",

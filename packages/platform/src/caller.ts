@@ -25,6 +25,12 @@ export interface UserIdentity {
 /** Verifies access tokens; rejects anything not valid with UNAUTHENTICATED. */
 export interface AccessTokenVerifier {
   verify(token: string): Promise<UserIdentity>;
+  /**
+   * True once it holds a key set, fetching one if it has none. Called at start: otherwise the
+   * first storm of calls (every client reconnecting to a new replica) waits on one fetch, and
+   * all of it fails if that fetch does.
+   */
+  loadKeys(): Promise<boolean>;
 }
 
 /** Access tokens are JWTs of this type (RFC 9068), which keeps other JWTs from passing as one. */
@@ -72,6 +78,7 @@ export function createAccessTokenVerifier(opts: {
   // Tokens already verified, until they expire: a signature check per request per hop is the
   // costliest part of a cheap call. Cleared whenever the key set is refetched.
   const verified = new Map<string, UserIdentity>();
+  const verifying = new Map<string, Promise<UserIdentity>>();
   let pending: Promise<JWTVerifyGetKey> | undefined;
 
   const refresh = (): Promise<JWTVerifyGetKey> => {
@@ -110,44 +117,62 @@ export function createAccessTokenVerifier(opts: {
     });
 
   return {
+    loadKeys: () =>
+      keys
+        ? Promise.resolve(true)
+        : refresh().then(
+            () => true,
+            () => false,
+          ),
     async verify(token) {
       const hit = verified.get(token);
       if (hit && hit.expiresAt.getTime() > Date.now() && Date.now() - fetchedAt < JWKS_MAX_AGE_MS) {
         return refuseRevoked(hit);
       }
-      let result: Awaited<ReturnType<typeof verifyWith>>;
-      try {
-        try {
-          result = await verifyWith(token, await keySet());
-        } catch (err) {
-          const code = (err as { code?: string }).code;
-          if (code !== "ERR_JWKS_NO_MATCHING_KEY" || Date.now() - fetchedAt < JWKS_MIN_REFRESH_MS) throw err;
-          result = await verifyWith(token, await refresh());
-        }
-      } catch (err) {
-        if (err instanceof ConnectError) throw err;
-        throw new ConnectError("invalid access token", Code.Unauthenticated);
+      // A burst of calls with one new token (a client opening many streams, or reconnecting
+      // them all) checks its signature once, not once per call.
+      let pending = verifying.get(token);
+      if (!pending) {
+        pending = check(token).finally(() => verifying.delete(token));
+        verifying.set(token, pending);
       }
-      const { payload } = result;
-      if (!issuedWithin(payload, MAX_ACCESS_TOKEN_TTL_MS / 1000)) {
-        throw new ConnectError("invalid access token", Code.Unauthenticated);
-      }
-      const roles = Array.isArray(payload.roles) ? payload.roles.filter((r) => typeof r === "string") : [];
-      const identity: UserIdentity = {
-        userId: String(payload.sub),
-        sessionId: String(payload.sid),
-        roles,
-        tokenId: String(payload.jti),
-        email: typeof payload.email === "string" ? payload.email : "",
-        emailVerified: payload.email_verified === true,
-        issuedAt: new Date((payload.iat ?? 0) * 1000),
-        expiresAt: new Date((payload.exp ?? 0) * 1000),
-      };
-      if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
-      verified.set(token, identity);
-      return refuseRevoked(identity);
+      return refuseRevoked(await pending);
     },
   };
+
+  async function check(token: string): Promise<UserIdentity> {
+    let result: Awaited<ReturnType<typeof verifyWith>>;
+    try {
+      try {
+        result = await verifyWith(token, await keySet());
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== "ERR_JWKS_NO_MATCHING_KEY" || Date.now() - fetchedAt < JWKS_MIN_REFRESH_MS) throw err;
+        result = await verifyWith(token, await refresh());
+      }
+    } catch (err) {
+      if (err instanceof ConnectError) throw err;
+      throw new ConnectError("invalid access token", Code.Unauthenticated);
+    }
+    const { payload } = result;
+    if (!issuedWithin(payload, MAX_ACCESS_TOKEN_TTL_MS / 1000)) {
+      throw new ConnectError("invalid access token", Code.Unauthenticated);
+    }
+    const roles = Array.isArray(payload.roles) ? payload.roles.filter((r) => typeof r === "string") : [];
+    const identity: UserIdentity = {
+      userId: String(payload.sub),
+      sessionId: String(payload.sid),
+      roles,
+      tokenId: String(payload.jti),
+      email: typeof payload.email === "string" ? payload.email : "",
+      emailVerified: payload.email_verified === true,
+      issuedAt: new Date((payload.iat ?? 0) * 1000),
+      expiresAt: new Date((payload.exp ?? 0) * 1000),
+    };
+    if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
+    verified.set(token, identity);
+    return identity;
+  }
 }
 
 /**

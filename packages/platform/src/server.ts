@@ -94,6 +94,34 @@ export interface StopSignals {
   tracker: CallTracker;
 }
 
+/** Calls `fn` once the signal aborts (at once if it has); returns the unwatch. */
+type WatchStop = (fn: () => void) => () => void;
+type StopWatch = { streams: WatchStop; calls: WatchStop; tracker: CallTracker };
+
+/**
+ * One listener on the signal for every call. Adding or removing an AbortSignal's listener walks
+ * all of its listeners: with 10,000 streams open, each new one (and each end) paid for the rest.
+ */
+function watchAbort(signal: AbortSignal): WatchStop {
+  const watchers = new Set<() => void>();
+  signal.addEventListener(
+    "abort",
+    () => {
+      for (const fn of watchers) fn();
+      watchers.clear();
+    },
+    { once: true },
+  );
+  return (fn) => {
+    if (signal.aborted) {
+      fn();
+      return () => {};
+    }
+    watchers.add(fn);
+    return () => watchers.delete(fn);
+  };
+}
+
 export const MESH_TOKEN_HEADER = "x-mesh-token";
 /** The end user's User-Agent, as the gateway forwards it (grpc-js owns the user-agent header). */
 export const USER_AGENT_HEADER = "x-user-agent";
@@ -202,7 +230,7 @@ function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> 
  * descriptors, and every handler wrapped so that access is enforced, the request validated,
  * the handler awaited, and whatever it throws mapped to a safe status.
  */
-function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, stop: StopSignals) {
+function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, stop: StopWatch) {
   const definition: Record<
     string,
     grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>
@@ -283,11 +311,11 @@ function createCallRunner(
   method: DescMethod,
   auth: CallerAuth,
   log: Logger,
-  stop: StopSignals,
+  stop: StopWatch,
 ) {
   const level = accessOf(method);
   const labels = { service: service.typeName, method: method.name };
-  const stopSignal = method.methodKind === "unary" ? stop.calls : stop.streams;
+  const whenStopped = method.methodKind === "unary" ? stop.calls : stop.streams;
   return async <T>(call: AnyCall, body: (ctx: CallContext) => Promise<T>): Promise<T> => {
     const started = performance.now();
     const requestId = requestIdOf(first(call.metadata, REQUEST_ID_HEADER));
@@ -296,8 +324,7 @@ function createCallRunner(
     const onCancel = () => controller.abort(new ConnectError("the call was cancelled", Code.Canceled));
     const onStop = () => controller.abort(SHUTTING_DOWN());
     (call as EventEmitter).once("cancelled", onCancel);
-    stopSignal.addEventListener("abort", onStop, { once: true });
-    if (stopSignal.aborted) onStop();
+    const unwatchStop = whenStopped(onStop);
     const deadline = call.getDeadline();
     const callLog = log.child({ requestId, rpc: `${service.typeName}/${method.name}` });
     let code = Code.Internal as number;
@@ -326,7 +353,7 @@ function createCallRunner(
       throw safe;
     } finally {
       (call as EventEmitter).off("cancelled", onCancel);
-      stopSignal.removeEventListener("abort", onStop);
+      unwatchStop();
       for (const fn of ended) fn();
       rpcHandled.inc({ ...labels, code: statusName(code) });
       rpcSeconds.observe(labels, (performance.now() - started) / 1000);
@@ -342,8 +369,13 @@ export function addServices(
   log: Logger,
   stop: StopSignals,
 ): void {
+  const watch: StopWatch = {
+    streams: watchAbort(stop.streams),
+    calls: watchAbort(stop.calls),
+    tracker: stop.tracker,
+  };
   for (const binding of bindings) {
-    const { definition, implementation } = toGrpcService(binding, auth, log, stop);
+    const { definition, implementation } = toGrpcService(binding, auth, log, watch);
     server.addService(definition as grpc.ServiceDefinition, implementation);
   }
 }

@@ -294,6 +294,7 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
         revoked,
       });
     }
+    void accessTokens.loadKeys();
 
     const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
     cleanups.push(() => server.forceShutdown());

@@ -51,7 +51,10 @@ export function fake<S extends DescService>(
 /** Starts a server for the bindings on a free port; stop() ends it at once. */
 export async function serve(
   bindings: ServiceBinding[],
-  accessTokens: AccessTokenVerifier = { verify: async (token) => testUser(token) },
+  accessTokens: AccessTokenVerifier = {
+    verify: async (token) => testUser(token),
+    loadKeys: async () => true,
+  },
 ) {
   const server = new grpc.Server();
   const stop = { streams: new AbortController(), calls: new AbortController() };

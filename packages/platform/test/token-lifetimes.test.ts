@@ -179,7 +179,10 @@ test("a server stream ends with UNAUTHENTICATED when the access token that opene
         },
       }),
     ],
-    { verify: async (token) => testUser(token, { expiresAt: new Date(Date.now() + 300) }) },
+    {
+      verify: async (token) => testUser(token, { expiresAt: new Date(Date.now() + 300) }),
+      loadKeys: async () => true,
+    },
   );
   t.after(() => streaming.stop());
   const client = createServiceClient(NotifyService, streaming.address);
