@@ -151,6 +151,12 @@ try {
     streams,
   });
   const budget = { durationMs: DURATION_MS, warmupMs: WARMUP_MS, maxRequests: MAX_REQUESTS };
+  // A part's own server (a baseline, a forwarder), stopped with the rest of the run.
+  const startServer = async (entry: string, env: Record<string, string>) => {
+    const started = await startProcess(entry, env);
+    procs.push(started);
+    return started;
+  };
 
   if (only === undefined || only === "gateway") {
     await gatewayBench({
@@ -158,11 +164,7 @@ try {
       email,
       user: { addr: `127.0.0.1:${ports.user}`, pid: pids.user },
       gateway: { url: gateway, pid: pids.gateway },
-      startServer: async (entry, env) => {
-        const started = await startProcess(entry, env);
-        procs.push(started);
-        return started;
-      },
+      startServer,
       load: budget,
       rounds: quick ? 1 : 2,
       onClose: (close) => closers.push(close),
@@ -174,6 +176,7 @@ try {
       notify: serviceProcess("notify"),
       token,
       email,
+      startServer,
     });
   }
   if (only === undefined || only === "chat") {
@@ -191,11 +194,7 @@ try {
         procs.push(replica);
         return replica;
       },
-      startServer: async (entry, env) => {
-        const server = await startProcess(entry, env);
-        procs.push(server);
-        return server;
-      },
+      startServer,
       runId,
       crossMessages: quick ? 100 : 200,
     });

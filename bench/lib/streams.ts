@@ -4,6 +4,7 @@
 // SendEmail to that user is then a burst of one message to each stream.
 
 import { performance } from "node:perf_hooks";
+import { ChatService } from "@protomesh/contracts/chat/v1/chat_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { createMeshCredentials, createServiceClient, type ServiceClient } from "@protomesh/platform";
 import {
@@ -16,10 +17,13 @@ import {
   type ServiceProcess,
   type StreamsRun,
 } from "./grpc-streams.ts";
+import type { StartedProcess } from "./procs.ts";
 
 /** What the streams part needs from the run that started the mesh. */
 export interface StreamsContext extends StreamsRun {
   notify: ServiceProcess;
+  /** Starts the bare baseline server (a child process, stopped by the caller's cleanup too). */
+  startServer(entry: string, env: Record<string, string>): Promise<StartedProcess>;
   /** The signed-in user's access token and email. */
   token: string;
   email: string;
@@ -32,6 +36,7 @@ const BURST_WAIT_MS = 10_000;
 const BURST_P99_MS = 200;
 
 const WATCH = `/${NotifyService.typeName}/${NotifyService.method.watchMyNotifications.name}`;
+const BARE = `/${ChatService.typeName}/${ChatService.method.subscribe.name}`;
 
 /** Opens the streams, measures memory per stream and one burst, prints the figures, closes them. */
 export async function streamsBench(ctx: StreamsContext): Promise<void> {
@@ -49,10 +54,43 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
       count: ctx.streams,
       headers: () => ({ authorization: `Bearer ${ctx.token}` }),
     });
-    await measure(ctx, notify, held, before);
+    const figures = await measure(ctx, notify, held, before);
+    held.close();
+    report(ctx, figures, await bareBurst(ctx));
   } finally {
     held?.close();
     notify.close();
+  }
+}
+
+/**
+ * The baseline: as many streams straight to a bare grpc-js server (no gateway, NATS or database),
+ * which writes one pre-encoded message to each when signalled. Delays from the signal.
+ */
+async function bareBurst(ctx: StreamsContext): Promise<number[]> {
+  const server = await ctx.startServer("bench/servers/bare-fanout.ts", {});
+  const held = openGrpcStreams({ url: `http://127.0.0.1:${server.port}`, path: BARE, count: ctx.streams });
+  try {
+    const watches = held.streams;
+    const allPast = (counts: number[]) =>
+      held.until(() => watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended), BURST_WAIT_MS);
+    await allPast([]);
+    // The first burst warms both ends up, as the ready sends did on the gateway path.
+    let delays: number[] = [];
+    for (let k = 0; k < 2; k++) {
+      const counts = watches.map((w) => w.messages);
+      const t0 = performance.now();
+      process.kill(server.pid, "SIGUSR2");
+      await allPast(counts);
+      delays = watches
+        .filter((w, i) => w.messages > (counts[i] ?? 0))
+        .map((w) => w.lastAt - t0)
+        .sort((a, b) => a - b);
+    }
+    return delays;
+  } finally {
+    held.close();
+    await server.stop();
   }
 }
 
@@ -67,7 +105,7 @@ async function measure(
   notify: ServiceClient<typeof NotifyService>,
   held: GrpcStreams,
   before: Awaited<ReturnType<typeof memory>>,
-): Promise<void> {
+) {
   const userId = JSON.parse(Buffer.from(ctx.token.split(".")[1] ?? "", "base64url").toString()).sub as string;
   let sent = 0;
   const send = () =>
@@ -120,26 +158,52 @@ async function measure(
     .filter((w, i) => w.messages > (counts[i] ?? 0))
     .map((w) => w.lastAt - t0)
     .sort((a, b) => a - b);
-  const at = (q: number) => quantileOf(delays, q);
   // n/a when a process does not report it (no /metrics) or no stream was live.
   const perStream = (k: keyof typeof before) => kibPerStream(before[k], after[k], live);
-  const ended = watches.find((w) => w.ended)?.ended;
+  return {
+    live,
+    gatewayHeap: perStream("gatewayHeap"),
+    gatewayRss: perStream("gatewayRss"),
+    notifyHeap: perStream("notifyHeap"),
+    answered,
+    delays,
+    ended: watches.filter((w) => w.ended).length,
+    firstEnd: watches.find((w) => w.ended)?.ended,
+  };
+}
 
+type Figures = Awaited<ReturnType<typeof measure>>;
+
+function report(ctx: StreamsContext, f: Figures, bare: number[]): void {
+  const ms = (sorted: number[], q: number) => quantileOf(sorted, q).toFixed(1);
   console.log(
     `\n## WatchMyNotifications: ${ctx.streams} idle streams of one user through the gateway (gRPC)\n`,
   );
   console.log(
-    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream | notify heap KiB/stream | burst delivered | SendEmail answered ms | first ms | p50 ms | p99 ms | max ms |",
+    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream | notify heap KiB/stream | SendEmail answered ms |",
   );
-  console.log("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+  console.log("|--:|--:|--:|--:|--:|--:|");
   console.log(
-    `| ${ctx.streams} | ${live} | ${perStream("gatewayHeap")} | ${perStream("gatewayRss")} | ${perStream("notifyHeap")} | ${delays.length} | ${answered.toFixed(1)} | ${at(0).toFixed(1)} | ${at(0.5).toFixed(1)} | ${at(0.99).toFixed(1)} | ${at(1).toFixed(1)} |`,
+    `| ${ctx.streams} | ${f.live} | ${f.gatewayHeap} | ${f.gatewayRss} | ${f.notifyHeap} | ${f.answered.toFixed(1)} |`,
   );
-  const endedCount = watches.filter((w) => w.ended).length;
-  if (ended) console.log(`\n- ${endedCount} stream(s) ended early; the first: ${ended}`);
-  const met = delays.length === ctx.streams && at(0.99) <= BURST_P99_MS;
   console.log(
-    `\nburst to every stream: p99 ${at(0.99).toFixed(1)} ms, ${delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}`,
+    "\n| one message to every stream | delivered | first ms | p50 ms | p99 ms | max ms | p99 ÷ bare |",
+  );
+  console.log("|---|--:|--:|--:|--:|--:|--:|");
+  const bareP99 = quantileOf(bare, 0.99);
+  for (const [name, d] of [
+    ["SendEmail → notify → gateway (from the call)", f.delays],
+    ["bare grpc-js, pre-encoded, no gateway (from the signal)", bare],
+  ] as const) {
+    console.log(
+      `| ${name} | ${d.length} | ${ms(d, 0)} | ${ms(d, 0.5)} | ${ms(d, 0.99)} | ${ms(d, 1)} | ${(quantileOf(d, 0.99) / bareP99).toFixed(2)}× |`,
+    );
+  }
+  if (f.firstEnd) console.log(`\n- ${f.ended} stream(s) ended early; the first: ${f.firstEnd}`);
+  const p99 = quantileOf(f.delays, 0.99);
+  const met = f.delays.length === ctx.streams && p99 <= BURST_P99_MS;
+  console.log(
+    `\nburst to every stream: p99 ${p99.toFixed(1)} ms, ${f.delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}; ${(p99 / bareP99).toFixed(2)}× bare grpc-js's ${bareP99.toFixed(1)} ms on this machine`,
   );
   console.log(
     "(heap used as the processes' /metrics report it after a forced full collection; resident memory adds each stream's HTTP/2 buffers)",

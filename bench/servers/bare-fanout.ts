@@ -1,4 +1,4 @@
-// The bare baseline of the chat bench: a plain grpc-js server that holds every Subscribe stream
+// The bare baseline of the chat and streams parts of the bench: a plain grpc-js server that holds every Subscribe stream
 // and, on SIGUSR2, writes one pre-encoded message to each of them, with no gateway, no NATS and
 // no database on the way. The message carries the time the writes began as its create_time, so
 // the bench times it exactly as it times chat's messages from their commit.

@@ -296,6 +296,8 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
     }
     void accessTokens.loadKeys();
 
+    // channelz stays on for servers: with it off, grpc-js 1.14.7 left a test process that had
+    // stopped its servers running (calls.test.ts); its cost per call is a few counters.
     const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
     cleanups.push(() => server.forceShutdown());
     addServices(

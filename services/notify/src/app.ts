@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { NotificationAddedSchema } from "@protomesh/contracts/notify/v1/events_pb";
-import { type Notification, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import { NotifyService, type WatchMyNotificationsResponse } from "@protomesh/contracts/notify/v1/notify_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import {
   bindService,
@@ -41,7 +41,7 @@ export function createNotifyService(config: NotifyConfig): ServiceSpec {
       const store = createPgNotificationStore(pool);
       const mailer = createMailer(config.smtpUrl, config.mailFrom);
       const sms = createSmsProvider(config);
-      const inbox = createHub<Notification>();
+      const inbox = createHub<WatchMyNotificationsResponse>();
       const deps = { store, mailer, sms, ackWaitMs: config.ackWaitMs, backoffMs: config.retryBackoffMs };
       // Waits for user to be reachable: a failed lookup is retried with the event anyway.
       const users = createServiceClient(UserService, config.userAddr, { mesh, waitForReady: true });

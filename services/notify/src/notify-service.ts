@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Notification, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
+import type { NotifyService, WatchMyNotificationsResponse } from "@protomesh/contracts/notify/v1/notify_pb";
 import {
   type CallContext,
   Code,
@@ -18,7 +18,7 @@ import { clean, plainEmail } from "./templates.ts";
 /** NotifyService handlers. `inbox` carries new notifications to the streams open on this replica. */
 export function createNotifyHandlers(deps: {
   store: NotificationStore;
-  inbox: Hub<Notification>;
+  inbox: Hub<WatchMyNotificationsResponse>;
   mailer: Mailer;
   sms: SmsProvider;
 }): ServiceHandlers<typeof NotifyService> {
@@ -67,7 +67,7 @@ export function createNotifyHandlers(deps: {
 
     async *watchMyNotifications(_req, ctx) {
       const me = requireUser(ctx);
-      for await (const notification of inbox.listen(me.userId, ctx.signal)) yield { notification };
+      yield* inbox.listen(me.userId, ctx.signal);
     },
 
     async sendEmail(req, ctx) {
