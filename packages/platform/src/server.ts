@@ -229,20 +229,12 @@ function endWithToken(
   if (unwatch) ended.push(unwatch);
 }
 
-/**
- * `next()` of the iterator, rejected as soon as the signal aborts. One listener for the whole
- * stream rather than one per message: a fan-out pays this once per stream per message.
- */
-function nextUnlessAborted<T>(it: AsyncIterator<T>, signal: AbortSignal): () => Promise<IteratorResult<T>> {
-  let rejectWait: ((reason: unknown) => void) | undefined;
-  signal.addEventListener("abort", () => rejectWait?.(signal.reason), { once: true });
-  return () =>
-    signal.aborted
-      ? Promise.reject(signal.reason)
-      : new Promise((resolve, reject) => {
-          rejectWait = reject;
-          it.next().then(resolve, reject);
-        });
+/** Rejects with the signal's reason once it aborts. */
+function abortOf(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
 }
 
 /**
@@ -279,20 +271,23 @@ function toGrpcService(binding: ServiceBinding, auth: CallerAuth, log: Logger, s
       ? (call: grpc.ServerWritableStream<MessageShape<DescMessage>, unknown>) => {
           stop.tracker.enter();
           run(call, async (ctx) => {
-            // Iterated by hand so that a stop or a cancel ends the stream even while the handler
-            // waits for its next message and ignores ctx.signal.
             const it = (impl as StreamImpl<DescMessage, DescMessage>)(call.request, ctx)[
               Symbol.asyncIterator
             ]();
-            const nextOf = nextUnlessAborted(it, ctx.signal);
-            try {
+            const send = async () => {
               for (;;) {
-                const next = await nextOf();
-                if (next.done || call.cancelled) return;
+                const next = await it.next();
+                if (next.done || call.cancelled || ctx.signal.aborted) return;
                 if (!call.write(create(method.output, next.value))) {
                   await once(call as EventEmitter, "drain", { signal: ctx.signal });
                 }
               }
+            };
+            try {
+              // A stop or a cancel ends the stream even while the handler waits for its next
+              // message and ignores ctx.signal. Raced once per stream, not once per message:
+              // a burst to many streams pays every promise per stream.
+              await Promise.race([send(), abortOf(ctx.signal)]);
             } finally {
               void it.return?.(undefined)?.catch(() => {});
             }

@@ -65,10 +65,9 @@ export function createNotifyHandlers(deps: {
       };
     },
 
-    async *watchMyNotifications(_req, ctx) {
-      const me = requireUser(ctx);
-      yield* inbox.listen(me.userId, ctx.signal);
-    },
+    // The hub's own iterator, not one wrapped in another generator: a burst to many streams
+    // pays every hop once per stream.
+    watchMyNotifications: (_req, ctx) => inbox.listen(requireUser(ctx).userId, ctx.signal),
 
     async sendEmail(req, ctx) {
       const subject = clean(req.subject, 200);
