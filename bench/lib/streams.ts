@@ -136,7 +136,6 @@ async function measure(
       ready = await allPast([], READY_WAIT_MS);
   }
   const live = watches.filter((w) => w.messages > 0 && !w.ended).length;
-  const after = await memory(ctx);
 
   // The burst: one notification, delivered to every live stream.
   const counts = watches.map((w) => w.messages);
@@ -158,6 +157,9 @@ async function measure(
     .filter((w, i) => w.messages > (counts[i] ?? 0))
     .map((w) => w.lastAt - t0)
     .sort((a, b) => a - b);
+  // Read after the burst, not before: the forced full collections it asks for would still be
+  // sweeping when the burst began.
+  const after = await memory(ctx);
   // n/a when a process does not report it (no /metrics) or no stream was live.
   const perStream = (k: keyof typeof before) => kibPerStream(before[k], after[k], live);
   return {
