@@ -38,7 +38,10 @@ const BURST_P99_MS = 200;
 const WATCH = `/${NotifyService.typeName}/${NotifyService.method.watchMyNotifications.name}`;
 const BARE = `/${ChatService.typeName}/${ChatService.method.subscribe.name}`;
 
-/** Opens the streams, measures memory per stream and one burst, prints the figures, closes them. */
+/**
+ * Opens the streams through the gateway, measures memory per stream and one burst; then the same
+ * burst to as many streams straight to notify, and to a bare grpc-js server; prints the figures.
+ */
 export async function streamsBench(ctx: StreamsContext): Promise<void> {
   const notify = createServiceClient(NotifyService, ctx.notify.addr, {
     mesh: createMeshCredentials(ctx.meshSecret, "bench"),
@@ -46,17 +49,38 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
   // Closed here, not at the end of the run: the parts after this one must not share the
   // gateway with thousands of open streams.
   let held: GrpcStreams | undefined;
-  try {
-    const before = await memory(ctx);
-    held = openGrpcStreams({
-      url: ctx.gateway.url,
+  const open = (url: string) =>
+    openGrpcStreams({
+      url,
       path: WATCH,
       count: ctx.streams,
       headers: () => ({ authorization: `Bearer ${ctx.token}` }),
     });
-    const figures = await measure(ctx, notify, held, before);
+  try {
+    const before = await memory(ctx);
+    held = open(ctx.gateway.url);
+    const viaGateway = await burst(ctx, notify, held);
+    // Read after the burst, not before: the forced full collections it asks for would still
+    // be sweeping when the burst began.
+    const after = await memory(ctx);
     held.close();
-    report(ctx, figures, await bareBurst(ctx));
+    held = open(`http://${ctx.notify.addr}`);
+    const direct = await burst(ctx, notify, held);
+    held.close();
+    // n/a when a process does not report it (no /metrics) or no stream was live.
+    const perStream = (k: keyof typeof before) => kibPerStream(before[k], after[k], viaGateway.live);
+    report(
+      ctx,
+      {
+        live: viaGateway.live,
+        gatewayHeap: perStream("gatewayHeap"),
+        gatewayRss: perStream("gatewayRss"),
+        notifyHeap: perStream("notifyHeap"),
+      },
+      viaGateway,
+      direct,
+      await bareBurst(ctx),
+    );
   } finally {
     held?.close();
     notify.close();
@@ -100,12 +124,8 @@ const memory = async (ctx: StreamsContext) => ({
   notifyHeap: await heapOf(ctx.notify),
 });
 
-async function measure(
-  ctx: StreamsContext,
-  notify: ServiceClient<typeof NotifyService>,
-  held: GrpcStreams,
-  before: Awaited<ReturnType<typeof memory>>,
-) {
+/** Waits until every stream is live, then times one notification to all of them. */
+async function burst(ctx: StreamsContext, notify: ServiceClient<typeof NotifyService>, held: GrpcStreams) {
   const userId = JSON.parse(Buffer.from(ctx.token.split(".")[1] ?? "", "base64url").toString()).sub as string;
   let sent = 0;
   const send = () =>
@@ -157,16 +177,8 @@ async function measure(
     .filter((w, i) => w.messages > (counts[i] ?? 0))
     .map((w) => w.lastAt - t0)
     .sort((a, b) => a - b);
-  // Read after the burst, not before: the forced full collections it asks for would still be
-  // sweeping when the burst began.
-  const after = await memory(ctx);
-  // n/a when a process does not report it (no /metrics) or no stream was live.
-  const perStream = (k: keyof typeof before) => kibPerStream(before[k], after[k], live);
   return {
     live,
-    gatewayHeap: perStream("gatewayHeap"),
-    gatewayRss: perStream("gatewayRss"),
-    notifyHeap: perStream("notifyHeap"),
     answered,
     delays,
     ended: watches.filter((w) => w.ended).length,
@@ -174,34 +186,42 @@ async function measure(
   };
 }
 
-type Figures = Awaited<ReturnType<typeof measure>>;
+type Burst = Awaited<ReturnType<typeof burst>>;
 
-function report(ctx: StreamsContext, f: Figures, bare: number[]): void {
+function report(
+  ctx: StreamsContext,
+  m: { live: number; gatewayHeap: string; gatewayRss: string; notifyHeap: string },
+  viaGateway: Burst,
+  direct: Burst,
+  bare: number[],
+): void {
   const ms = (sorted: number[], q: number) => quantileOf(sorted, q).toFixed(1);
   console.log(
     `\n## WatchMyNotifications: ${ctx.streams} idle streams of one user through the gateway (gRPC)\n`,
   );
   console.log(
-    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream | notify heap KiB/stream | SendEmail answered ms |",
+    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream | notify heap KiB/stream |",
   );
-  console.log("|--:|--:|--:|--:|--:|--:|");
+  console.log("|--:|--:|--:|--:|--:|");
+  console.log(`| ${ctx.streams} | ${m.live} | ${m.gatewayHeap} | ${m.gatewayRss} | ${m.notifyHeap} |`);
   console.log(
-    `| ${ctx.streams} | ${f.live} | ${f.gatewayHeap} | ${f.gatewayRss} | ${f.notifyHeap} | ${f.answered.toFixed(1)} |`,
+    "\n| one message to every stream | delivered | SendEmail answered ms | first ms | p50 ms | p99 ms | max ms | p99 ÷ bare |",
   );
-  console.log(
-    "\n| one message to every stream | delivered | first ms | p50 ms | p99 ms | max ms | p99 ÷ bare |",
-  );
-  console.log("|---|--:|--:|--:|--:|--:|--:|");
+  console.log("|---|--:|--:|--:|--:|--:|--:|--:|");
   const bareP99 = quantileOf(bare, 0.99);
-  for (const [name, d] of [
-    ["SendEmail → notify → gateway (from the call)", f.delays],
-    ["bare grpc-js, pre-encoded, no gateway (from the signal)", bare],
-  ] as const) {
+  const row = (name: string, d: number[], answered: string) =>
     console.log(
-      `| ${name} | ${d.length} | ${ms(d, 0)} | ${ms(d, 0.5)} | ${ms(d, 0.99)} | ${ms(d, 1)} | ${(quantileOf(d, 0.99) / bareP99).toFixed(2)}× |`,
+      `| ${name} | ${d.length} | ${answered} | ${ms(d, 0)} | ${ms(d, 0.5)} | ${ms(d, 0.99)} | ${ms(d, 1)} | ${(quantileOf(d, 0.99) / bareP99).toFixed(2)}× |`,
     );
-  }
-  if (f.firstEnd) console.log(`\n- ${f.ended} stream(s) ended early; the first: ${f.firstEnd}`);
+  const bursts = [
+    ["SendEmail → notify → gateway (from the call)", viaGateway],
+    ["SendEmail → notify, no gateway (from the call)", direct],
+  ] as const;
+  for (const [name, b] of bursts) row(name, b.delays, b.answered.toFixed(1));
+  row("bare grpc-js, pre-encoded, no gateway (from the signal)", bare, "—");
+  for (const [name, b] of bursts)
+    if (b.firstEnd) console.log(`\n- ${name}: ${b.ended} stream(s) ended early; the first: ${b.firstEnd}`);
+  const f = viaGateway;
   const p99 = quantileOf(f.delays, 0.99);
   const met = f.delays.length === ctx.streams && p99 <= BURST_P99_MS;
   console.log(
