@@ -1,7 +1,8 @@
 // The gateway figures of `npm run bench` (issue 8): GetMe with a real access token, driven by
 // native generators, side by side in one run: direct to the user service (grpc-js, the
 // ceiling); through nginx's grpc_pass (the peer to beat); through a naive connect-node forwarder
-// (the floor); and through the gateway in every protocol it speaks.
+// (the floor); through a bare node:http2 proxy (what any Node hop costs); and through the
+// gateway in every protocol it speaks.
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
@@ -182,6 +183,8 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
     ),
   );
   const [fwd2, fwd1] = forwarders as [StartedProcess, StartedProcess];
+  // The Node floor: what a bare node:http2 hop costs, with none of the gateway's work.
+  const bare = await ctx.startServer("bench/servers/bare-proxy.ts", { USER_ADDR: ctx.user.addr });
 
   const local = (port: number) => `http://127.0.0.1:${port}`;
   const rows: Row[] = [
@@ -189,6 +192,7 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
     { path: "nginx grpc_pass", protocol: "gRPC", url: local(nginx.port), hop: nginx.pid },
     { path: "naive forwarder", protocol: "gRPC", url: local(fwd2.port), hop: fwd2.pid },
     { path: "naive forwarder", protocol: "Connect JSON/1.1", url: local(fwd1.port), hop: fwd1.pid },
+    { path: "bare Node HTTP/2 proxy", protocol: "gRPC", url: local(bare.port), hop: bare.pid },
     ...(
       ["gRPC", "gRPC-web", "Connect binary", "Connect JSON", "Connect JSON/1.1", "Connect GET/1.1"] as const
     ).map((protocol) => ({ path: "gateway", protocol, url: ctx.gateway.url, hop: ctx.gateway.pid })),
@@ -246,7 +250,12 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
   // target compared there says little more than the throughput does. So latency is also compared
   // at one offered rate, half what the slowest of these rows sustained, where every hop keeps
   // up and its p99 is what it adds to a call. h2load only (wrk has no fixed rate).
-  const paced = plans.filter((p, i) => p.req.http === "h2" && rows[i]?.path !== "naive forwarder");
+  const paced = plans.filter(
+    (p, i) =>
+      p.req.http === "h2" &&
+      rows[i]?.path !== "naive forwarder" &&
+      rows[i]?.path !== "bare Node HTTP/2 proxy",
+  );
   const rate = 0.5 * Math.min(...paced.map((p) => results[plans.indexOf(p)]?.rps ?? 0));
   // Long enough for about 1,000 answers (a p99 over fewer is the slowest handful), within 3 rows' time.
   const durationMs = Math.round(
