@@ -8,6 +8,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
 import { EmailVerifiedSchema } from "@protomesh/contracts/auth/v1/events_pb";
+import { NotificationAddedSchema } from "@protomesh/contracts/notify/v1/events_pb";
 import { Channel, NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { startSmtp } from "@protomesh/devkit";
 import { createServiceClient, listDeadLetters, metrics } from "@protomesh/platform";
@@ -156,6 +157,47 @@ describe("the inbox", () => {
     await injectWelcome(mesh, userId, email);
     await welcome;
     ctl.abort();
+  });
+
+  test("every stream a user holds gets each notification once, each with its own content", async (t) => {
+    const { userId, token } = await signedUp(mesh, "streams");
+    const direct = createServiceClient(NotifyService, mesh.addr("notify"));
+    t.after(() => direct.close());
+    const ctl = new AbortController();
+    t.after(() => ctl.abort());
+    const streams = [0, 1, 2].map(() =>
+      direct.watchMyNotifications({}, { accessToken: token, signal: ctl.signal })[Symbol.asyncIterator](),
+    );
+    const add = (subject: string) =>
+      publishEvent(mesh.nats.url, NotificationAddedSchema, {
+        userId,
+        notification: { id: randomUUID(), channel: Channel.EMAIL, kind: "test", subject },
+      });
+    // A stream listens once its call reaches notify: "ready" notifications until each has one.
+    for (const stream of streams) {
+      const seen = nextWhere(stream, (m) => m.notification?.subject === "ready", 15_000, "a ready notice");
+      await waitUntil(
+        async () => {
+          await add("ready");
+          return within(seen, 300, "").then(
+            () => true,
+            () => false,
+          );
+        },
+        15_000,
+        "every stream listens",
+      );
+    }
+    for (const subject of ["first", "second", "third"]) await add(subject);
+    for (const stream of streams) {
+      const subjects: string[] = [];
+      while (subjects.at(-1) !== "third") {
+        const { value } = await within(stream.next(), 10_000, "the next notification");
+        const subject = value?.notification?.subject ?? "";
+        if (subject !== "ready") subjects.push(subject);
+      }
+      assert.deepEqual(subjects, ["first", "second", "third"]);
+    }
   });
 
   test("stopping notify ends an open stream at once with UNAVAILABLE, so the client reconnects", async (t) => {
