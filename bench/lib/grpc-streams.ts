@@ -47,7 +47,7 @@ export interface GrpcStreams {
   readonly streams: HeldStream[];
   /** How many have ended. */
   ended(): number;
-  /** Resolves true once `done()` holds (asked after every message and every end), false after `ms`. */
+  /** Resolves true once `done()` holds (asked after each batch of messages and ends), false after `ms`. */
   until(done: () => boolean, ms: number): Promise<boolean>;
   /** Ends every stream and connection at once. */
   close(): void;
@@ -152,26 +152,29 @@ export function openGrpcStreams(opts: {
     ended: () => ended,
     until: (done, ms) =>
       new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          changed = () => {};
-          resolve(false);
-        }, ms);
+        let settled = false;
+        const finish = (ok: boolean) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          // A later wait may have taken over the notifier already: leave it be.
+          if (changed === notify) changed = () => {};
+          resolve(ok);
+        };
+        const timer = setTimeout(() => finish(false), ms);
         // Asked once per batch of socket reads, not per message: a check walks every stream,
         // and asking it after each of 10,000 messages would make this client the bottleneck.
         let asked = false;
-        const ask = () => {
-          asked = false;
-          if (!done()) return;
-          changed = () => {};
-          clearTimeout(timer);
-          resolve(true);
-        };
-        changed = () => {
-          if (asked) return;
+        const notify = () => {
+          if (asked || settled) return;
           asked = true;
-          setImmediate(ask);
+          setImmediate(() => {
+            asked = false;
+            if (!settled && done()) finish(true);
+          });
         };
-        changed();
+        changed = notify;
+        notify();
       }),
     close() {
       closed = true;

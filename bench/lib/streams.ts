@@ -200,32 +200,36 @@ function report(
     `\n## WatchMyNotifications: ${ctx.streams} idle streams of one user through the gateway (gRPC)\n`,
   );
   console.log(
-    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream | notify heap KiB/stream |",
+    "| streams | live | gateway heap KiB/stream | gateway RSS KiB/stream (after the burst) | notify heap KiB/stream |",
   );
   console.log("|--:|--:|--:|--:|--:|");
   console.log(`| ${ctx.streams} | ${m.live} | ${m.gatewayHeap} | ${m.gatewayRss} | ${m.notifyHeap} |`);
   console.log(
-    "\n| one message to every stream | delivered | SendEmail answered ms | first ms | p50 ms | p99 ms | max ms | p99 ÷ bare |",
+    "\n| one message to every stream | delivered | SendEmail answered ms | first ms | p50 ms | p99 ms | max ms | (p99 − answered) ÷ bare p99 |",
   );
   console.log("|---|--:|--:|--:|--:|--:|--:|--:|");
   const bareP99 = quantileOf(bare, 0.99);
-  const row = (name: string, d: number[], answered: string) =>
+  // Against bare grpc-js's fan-out from its signal, ours counts from SendEmail's answer (the
+  // notification stored): what is left is the event's way to notify and the fan-out.
+  const ratio = (d: number[], answered: number) =>
+    bareP99 > 0 ? `${((quantileOf(d, 0.99) - answered) / bareP99).toFixed(2)}×` : "n/a";
+  const row = (name: string, d: number[], answered: number | undefined) =>
     console.log(
-      `| ${name} | ${d.length} | ${answered} | ${ms(d, 0)} | ${ms(d, 0.5)} | ${ms(d, 0.99)} | ${ms(d, 1)} | ${(quantileOf(d, 0.99) / bareP99).toFixed(2)}× |`,
+      `| ${name} | ${d.length} | ${answered?.toFixed(1) ?? "—"} | ${ms(d, 0)} | ${ms(d, 0.5)} | ${ms(d, 0.99)} | ${ms(d, 1)} | ${ratio(d, answered ?? 0)} |`,
     );
   const bursts = [
     ["SendEmail → notify → gateway (from the call)", viaGateway],
     ["SendEmail → notify, no gateway (from the call)", direct],
   ] as const;
-  for (const [name, b] of bursts) row(name, b.delays, b.answered.toFixed(1));
-  row("bare grpc-js, pre-encoded, no gateway (from the signal)", bare, "—");
+  for (const [name, b] of bursts) row(name, b.delays, b.answered);
+  row("bare grpc-js, pre-encoded, no gateway (from the signal)", bare, undefined);
   for (const [name, b] of bursts)
     if (b.firstEnd) console.log(`\n- ${name}: ${b.ended} stream(s) ended early; the first: ${b.firstEnd}`);
   const f = viaGateway;
   const p99 = quantileOf(f.delays, 0.99);
   const met = f.delays.length === ctx.streams && p99 <= BURST_P99_MS;
   console.log(
-    `\nburst to every stream: p99 ${p99.toFixed(1)} ms, ${f.delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}; ${(p99 / bareP99).toFixed(2)}× bare grpc-js's ${bareP99.toFixed(1)} ms on this machine`,
+    `\nburst to every stream: p99 ${p99.toFixed(1)} ms, ${f.delays.length} of ${ctx.streams} delivered (target: all, p99 ≤ ${BURST_P99_MS} ms) ${met ? "met" : "MISSED"}; bare grpc-js's fan-out alone: p99 ${bareP99.toFixed(1)} ms on this machine`,
   );
   console.log(
     "(heap used as the processes' /metrics report it after a forced full collection; resident memory adds each stream's HTTP/2 buffers)",

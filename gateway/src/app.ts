@@ -125,12 +125,13 @@ export async function startGateway(
 
   // Ready when every upstream reports SERVING over grpc.health.v1 and tokens can be checked.
   void verifier.loadKeys();
-  const ready = cached(
-    async () =>
-      (await verifier.loadKeys()) &&
-      (await Promise.all(upstreams.map((u) => u.health.check("")))).every((s) => s === "SERVING"),
-    1_000,
-  );
+  const ready = cached(async () => {
+    const [keys, health] = await Promise.all([
+      verifier.loadKeys(),
+      Promise.all(upstreams.map((u) => u.health.check(""))),
+    ]);
+    return keys && health.every((s) => s === "SERVING");
+  }, 1_000);
 
   // Unary calls drain until the shutdown timeout, then Connect's shutdown signal cancels what is
   // left (the forwarder ends its streams at once).

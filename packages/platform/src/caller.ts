@@ -131,12 +131,12 @@ export function createAccessTokenVerifier(opts: {
       }
       // A burst of calls with one new token (a client opening many streams, or reconnecting
       // them all) checks its signature once, not once per call.
-      let pending = verifying.get(token);
-      if (!pending) {
-        pending = check(token).finally(() => verifying.delete(token));
-        verifying.set(token, pending);
+      let inFlight = verifying.get(token);
+      if (!inFlight) {
+        inFlight = check(token).finally(() => verifying.delete(token));
+        verifying.set(token, inFlight);
       }
-      return refuseRevoked(await pending);
+      return refuseRevoked(await inFlight);
     },
   };
 

@@ -66,7 +66,7 @@ export {
 } from "./nats.ts";
 export { type Cursor, createPageTokens, type Page, type PageTokens, toPage } from "./page-tokens.ts";
 export { periodic } from "./periodic.ts";
-export { bindService, type ServiceHandlers, USER_AGENT_HEADER } from "./server.ts";
+export { bindService, type ServiceHandlers, sharedResponse, USER_AGENT_HEADER } from "./server.ts";
 export {
   createJwksSource,
   followRevocations,

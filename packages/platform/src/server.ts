@@ -94,15 +94,24 @@ export interface StopSignals {
   tracker: CallTracker;
 }
 
-// A frozen message is one that many streams send as it is (a hub's value): encoded once.
-const encodedFrozen = new WeakMap<object, Buffer>();
+// Responses marked shared, with their bytes once a stream has sent one.
+const shared = new WeakMap<object, Buffer | null>();
+
+/**
+ * Marks a response that many streams send as it is (a hub's value, e.g. one notification to
+ * every stream of a user): encoded once, however many streams send it. Frozen, and it must not
+ * change afterwards, the messages inside it included (the freeze is shallow).
+ */
+export function sharedResponse<T extends object>(message: T): Readonly<T> {
+  shared.set(message, null);
+  return Object.freeze(message);
+}
+
 function encodeResponse(schema: DescMessage, m: MessageShape<DescMessage>): Buffer {
-  if (!Object.isFrozen(m)) return Buffer.from(toBinary(schema, m));
-  let bytes = encodedFrozen.get(m);
-  if (!bytes) {
-    bytes = Buffer.from(toBinary(schema, m));
-    encodedFrozen.set(m, bytes);
-  }
+  const cached = shared.get(m);
+  if (cached) return cached;
+  const bytes = Buffer.from(toBinary(schema, m));
+  if (cached === null) shared.set(m, bytes);
   return bytes;
 }
 

@@ -15,6 +15,22 @@ const token = (sessionId: string, agoMs = 1_000) => ({
   expiresAt: inMs(15 * 60_000 - agoMs),
 });
 
+/** A key set of one Ed25519 key, and an access token of the session signed with it. */
+async function signedAccessToken(sessionId: string) {
+  const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
+  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
+  const token = await new SignJWT({ sid: sessionId, roles: ["user"] })
+    .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
+    .setIssuer("protomesh")
+    .setAudience("protomesh")
+    .setSubject(randomUUID())
+    .setJti(randomUUID())
+    .setIssuedAt()
+    .setExpirationTime("15m")
+    .sign(privateKey);
+  return { jwk, token };
+}
+
 test("a revoked session is refused until its tokens expire; others pass", () => {
   const list = createRevocationList();
   list.markCurrent();
@@ -50,17 +66,7 @@ test("watchers hear of their session's revocation (open streams end)", () => {
 });
 
 test("a verifier does not judge tokens before the list has caught up: it waits, then refuses to guess", async () => {
-  const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
-  const token = await new SignJWT({ sid: "s1", roles: ["user"] })
-    .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
-    .setIssuer("protomesh")
-    .setAudience("protomesh")
-    .setSubject(randomUUID())
-    .setJti(randomUUID())
-    .setIssuedAt()
-    .setExpirationTime("15m")
-    .sign(privateKey);
+  const { jwk, token } = await signedAccessToken("s1");
   const revoked = createRevocationList();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => ({ keys: [jwk] }),
@@ -83,4 +89,44 @@ test("a verifier does not judge tokens before the list has caught up: it waits, 
     (err: unknown) => err,
   );
   assert.ok(refused instanceof ConnectError && refused.code === Code.Unauthenticated);
+});
+
+test("keys: loadKeys says whether they loaded; a check that failed is not remembered; every caller of a shared check is judged for revocation", async () => {
+  const { jwk, token } = await signedAccessToken("s2");
+  let authUp = false;
+  const revoked = createRevocationList();
+  revoked.markCurrent();
+  const verifier = createAccessTokenVerifier({
+    fetchJwks: async () => {
+      if (!authUp) throw new Error("connection refused");
+      return { keys: [jwk] };
+    },
+    issuer: "protomesh",
+    audience: "protomesh",
+    revoked,
+  });
+  const codes = (calls: Promise<unknown>[]) =>
+    Promise.all(
+      calls.map((c) =>
+        c.then(
+          () => "ok",
+          (err: unknown) => (err as ConnectError).code,
+        ),
+      ),
+    );
+
+  assert.equal(await verifier.loadKeys(), false, "auth down");
+  assert.deepEqual(await codes([verifier.verify(token), verifier.verify(token)]), [
+    Code.Unavailable,
+    Code.Unavailable,
+  ]);
+  authUp = true;
+  // The failed check is gone: the next one fetches the keys and passes, for all who asked.
+  const many = Array.from({ length: 20 }, () => verifier.verify(token));
+  assert.deepEqual(new Set(await codes(many)), new Set(["ok"]));
+  assert.equal(await verifier.loadKeys(), true);
+  // Joined checks still ask the revocation list, each caller.
+  const joined = [verifier.verify(token), verifier.verify(token)];
+  revoked.revoke("s2", inMs(60_000));
+  assert.deepEqual(await codes(joined), [Code.Unauthenticated, Code.Unauthenticated]);
 });

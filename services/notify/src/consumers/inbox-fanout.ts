@@ -4,7 +4,7 @@ import {
   type WatchMyNotificationsResponse,
   WatchMyNotificationsResponseSchema,
 } from "@protomesh/contracts/notify/v1/notify_pb";
-import { type Hub, subscription } from "@protomesh/platform";
+import { type Hub, sharedResponse, subscription } from "@protomesh/platform";
 
 /**
  * Every replica hears of every new notification and hands it to the WatchMyNotifications
@@ -15,12 +15,12 @@ export function createInboxFanout(inbox: Hub<WatchMyNotificationsResponse>) {
     name: "notify-inbox-fanout",
     event: NotificationAddedSchema,
     handle(event) {
-      // One frozen response for all the user's streams: the platform encodes it once.
+      // One response for all the user's streams, encoded once.
       const { notification } = event;
       if (notification)
         inbox.publish(
           event.userId,
-          Object.freeze(create(WatchMyNotificationsResponseSchema, { notification })),
+          sharedResponse(create(WatchMyNotificationsResponseSchema, { notification })),
         );
     },
   });
