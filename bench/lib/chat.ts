@@ -12,7 +12,6 @@
 
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { setTimeout as delay } from "node:timers/promises";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ChatService, SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
@@ -27,6 +26,7 @@ import { readAuthConfig } from "../../services/auth/src/config.ts";
 import { createKeyRing, open, seal } from "../../services/auth/src/key-ring.ts";
 import { createPgAuthStore } from "../../services/auth/src/pg-auth-store.ts";
 import {
+  callsEnded,
   type GrpcStreams,
   heapOf,
   kibPerStream,
@@ -35,6 +35,7 @@ import {
   rssOf,
   type ServiceProcess,
   type StreamsRun,
+  untilCallsEnded,
 } from "./grpc-streams.ts";
 import { cpuOf } from "./native-load.ts";
 import type { StartedProcess } from "./procs.ts";
@@ -142,7 +143,7 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
     chatRss: await rssOf(ctx.chat.pid),
   });
   const before = await memory();
-  const endedBefore = await subscribesEnded(ctx.chat.metricsUrl);
+  const endedBefore = await callsEnded(ctx.chat.metricsUrl, "Subscribe");
   const opened = performance.now();
   const viaGateway = subscribe(ctx.gateway.url, subscribers);
   onClose(() => viaGateway.held.close());
@@ -202,7 +203,7 @@ async function measure(ctx: ChatBenchContext, onClose: (close: () => unknown) =>
   const endedEarly = viaGateway.held.streams.find((s) => s.ended)?.ended;
   viaGateway.held.close();
   // chat ends the streams' subscriptions and presence in the background: the baseline waits.
-  await untilSubscribesEnded(ctx.chat.metricsUrl, endedBefore + n);
+  await untilCallsEnded(ctx.chat.metricsUrl, "Subscribe", endedBefore + n, CLOSE_WAIT_MS);
 
   const bare = await bareBurst(ctx, n, onClose);
   // Made now: the first tokens may be minutes old by the time it runs.
@@ -447,22 +448,4 @@ async function crossReplica(
     exactlyOnce,
     latencies: latencies.sort((a, b) => a - b),
   };
-}
-
-/** How many Subscribe calls chat has finished, by its /metrics. */
-async function subscribesEnded(metricsUrl: string): Promise<number> {
-  const text = await fetch(metricsUrl).then(
-    (r) => r.text(),
-    () => "",
-  );
-  let sum = 0;
-  for (const m of text.matchAll(/^grpc_server_handled_total\{[^}]*method="Subscribe"[^}]*\} (\S+)$/gm))
-    sum += Number(m[1]);
-  return sum;
-}
-
-/** Waits (bounded) until chat has finished `count` Subscribe calls in all. */
-async function untilSubscribesEnded(metricsUrl: string, count: number): Promise<void> {
-  const deadline = performance.now() + CLOSE_WAIT_MS;
-  while ((await subscribesEnded(metricsUrl)) < count && performance.now() < deadline) await delay(200);
 }

@@ -229,3 +229,26 @@ export function kibPerStream(before: number, after: number, streams: number): st
   const kib = (after - before) / streams / 1024;
   return streams > 0 && Number.isFinite(kib) ? kib.toFixed(1) : "n/a";
 }
+
+/** How many calls of the method a service has finished, by its /metrics (0 when unreachable). */
+export async function callsEnded(metricsUrl: string, method: string): Promise<number> {
+  const text = await fetch(metricsUrl).then(
+    (r) => r.text(),
+    () => "",
+  );
+  let sum = 0;
+  const line = new RegExp(`^grpc_server_handled_total\\{[^}]*method="${method}"[^}]*\\} (\\S+)$`, "gm");
+  for (const m of text.matchAll(line)) sum += Number(m[1]);
+  return sum;
+}
+
+/** Waits until the service has finished `count` calls of the method in all, or `ms` passed. */
+export async function untilCallsEnded(
+  metricsUrl: string,
+  method: string,
+  count: number,
+  ms: number,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while ((await callsEnded(metricsUrl, method)) < count && performance.now() < deadline) await delay(200);
+}

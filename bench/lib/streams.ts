@@ -8,6 +8,7 @@ import { ChatService } from "@protomesh/contracts/chat/v1/chat_pb";
 import { NotifyService } from "@protomesh/contracts/notify/v1/notify_pb";
 import { createMeshCredentials, createServiceClient, type ServiceClient } from "@protomesh/platform";
 import {
+  callsEnded,
   type GrpcStreams,
   heapOf,
   kibPerStream,
@@ -16,6 +17,7 @@ import {
   rssOf,
   type ServiceProcess,
   type StreamsRun,
+  untilCallsEnded,
 } from "./grpc-streams.ts";
 import type { StartedProcess } from "./procs.ts";
 
@@ -35,7 +37,9 @@ const READY_WAIT_MS = 3_000;
 const BURST_WAIT_MS = 10_000;
 const BURST_P99_MS = 200;
 
-const WATCH = `/${NotifyService.typeName}/${NotifyService.method.watchMyNotifications.name}`;
+const WATCH_METHOD = NotifyService.method.watchMyNotifications.name;
+const WATCH = `/${NotifyService.typeName}/${WATCH_METHOD}`;
+const CLOSE_WAIT_MS = 30_000;
 const BARE = `/${ChatService.typeName}/${ChatService.method.subscribe.name}`;
 
 /**
@@ -58,12 +62,15 @@ export async function streamsBench(ctx: StreamsContext): Promise<void> {
     });
   try {
     const before = await memory(ctx);
+    const ended = await callsEnded(ctx.notify.metricsUrl, WATCH_METHOD);
     held = open(ctx.gateway.url);
     const viaGateway = await burst(ctx, notify, held);
     // Read after the burst, not before: the forced full collections it asks for would still
     // be sweeping when the burst began.
     const after = await memory(ctx);
     held.close();
+    // The direct streams meet a notify that has let go of the gateway's.
+    await untilCallsEnded(ctx.notify.metricsUrl, WATCH_METHOD, ended + ctx.streams, CLOSE_WAIT_MS);
     held = open(`http://${ctx.notify.addr}`);
     const direct = await burst(ctx, notify, held);
     held.close();
