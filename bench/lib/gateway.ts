@@ -183,8 +183,13 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
     ),
   );
   const [fwd2, fwd1] = forwarders as [StartedProcess, StartedProcess];
-  // The Node floor: what a bare node:http2 hop costs, with none of the gateway's work.
-  const bare = await ctx.startServer("bench/servers/bare-proxy.ts", { USER_ADDR: ctx.user.addr });
+  // The Node floor: what a bare node:http2 hop costs, with none of the gateway's work, over the
+  // raw stream API and over the request/response objects the gateway uses.
+  const [bare, bareCompat] = (await Promise.all(
+    ["stream", "compat"].map((api) =>
+      ctx.startServer("bench/servers/bare-proxy.ts", { USER_ADDR: ctx.user.addr, API: api }),
+    ),
+  )) as [StartedProcess, StartedProcess];
 
   const local = (port: number) => `http://127.0.0.1:${port}`;
   const rows: Row[] = [
@@ -193,6 +198,12 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
     { path: "naive forwarder", protocol: "gRPC", url: local(fwd2.port), hop: fwd2.pid },
     { path: "naive forwarder", protocol: "Connect JSON/1.1", url: local(fwd1.port), hop: fwd1.pid },
     { path: "bare Node HTTP/2 proxy", protocol: "gRPC", url: local(bare.port), hop: bare.pid },
+    {
+      path: "bare Node HTTP/2 proxy, compat API",
+      protocol: "gRPC",
+      url: local(bareCompat.port),
+      hop: bareCompat.pid,
+    },
     ...(
       ["gRPC", "gRPC-web", "Connect binary", "Connect JSON", "Connect JSON/1.1", "Connect GET/1.1"] as const
     ).map((protocol) => ({ path: "gateway", protocol, url: ctx.gateway.url, hop: ctx.gateway.pid })),
@@ -252,9 +263,7 @@ export async function gatewayBench(ctx: GatewayBenchContext): Promise<void> {
   // up and its p99 is what it adds to a call. h2load only (wrk has no fixed rate).
   const paced = plans.filter(
     (p, i) =>
-      p.req.http === "h2" &&
-      rows[i]?.path !== "naive forwarder" &&
-      rows[i]?.path !== "bare Node HTTP/2 proxy",
+      p.req.http === "h2" && rows[i]?.path !== "naive forwarder" && !rows[i]?.path.startsWith("bare Node"),
   );
   const rate = 0.5 * Math.min(...paced.map((p) => results[plans.indexOf(p)]?.rps ?? 0));
   // Long enough for about 1,000 answers (a p99 over fewer is the slowest handful), within 3 rows' time.
