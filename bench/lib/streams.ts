@@ -102,21 +102,15 @@ async function bareBurst(ctx: StreamsContext): Promise<number[]> {
   const server = await ctx.startServer("bench/servers/bare-fanout.ts", {});
   const held = openGrpcStreams({ url: `http://127.0.0.1:${server.port}`, path: BARE, count: ctx.streams });
   try {
-    const watches = held.streams;
-    const allPast = (counts: number[]) =>
-      held.until(() => watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended), BURST_WAIT_MS);
-    await allPast([]);
+    await allPast(held, [], BURST_WAIT_MS);
     // The first burst warms both ends up, as the ready sends did on the gateway path.
     let delays: number[] = [];
     for (let k = 0; k < 2; k++) {
-      const counts = watches.map((w) => w.messages);
+      const counts = held.streams.map((w) => w.messages);
       const t0 = performance.now();
       process.kill(server.pid, "SIGUSR2");
-      await allPast(counts);
-      delays = watches
-        .filter((w, i) => w.messages > (counts[i] ?? 0))
-        .map((w) => w.lastAt - t0)
-        .sort((a, b) => a - b);
+      await allPast(held, counts, BURST_WAIT_MS);
+      delays = delaysSince(held, counts, t0);
     }
     return delays;
   } finally {
@@ -124,6 +118,17 @@ async function bareBurst(ctx: StreamsContext): Promise<number[]> {
     await server.stop();
   }
 }
+
+/** Once every stream has more than `counts[i]` messages (or ended), or after `ms`. */
+const allPast = (held: GrpcStreams, counts: number[], ms: number) =>
+  held.until(() => held.streams.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended), ms);
+
+/** When each stream that got a message past `counts[i]` got its latest, from t0, ascending. */
+const delaysSince = (held: GrpcStreams, counts: number[], t0: number) =>
+  held.streams
+    .filter((w, i) => w.messages > (counts[i] ?? 0))
+    .map((w) => w.lastAt - t0)
+    .sort((a, b) => a - b);
 
 const memory = async (ctx: StreamsContext) => ({
   gatewayHeap: await heapOf({ metricsUrl: `${ctx.gateway.url}/metrics`, pid: ctx.gateway.pid }),
@@ -145,9 +150,6 @@ async function burst(ctx: StreamsContext, notify: ServiceClient<typeof NotifySer
     });
 
   const watches = held.streams;
-  // Once every stream has more than `counts[i]` messages (or ended), or after `ms`.
-  const allPast = (counts: number[], ms: number) =>
-    held.until(() => watches.every((w, i) => w.messages > (counts[i] ?? 0) || w.ended), ms);
 
   // A stream is live once a message reached it: notify subscribes it only when the call gets
   // there, so notifications are sent until every stream has had one.
@@ -160,7 +162,7 @@ async function burst(ctx: StreamsContext, notify: ServiceClient<typeof NotifySer
         () => false,
       )
     )
-      ready = await allPast([], READY_WAIT_MS);
+      ready = await allPast(held, [], READY_WAIT_MS);
   }
   const live = watches.filter((w) => w.messages > 0 && !w.ended).length;
 
@@ -179,15 +181,11 @@ async function burst(ctx: StreamsContext, notify: ServiceClient<typeof NotifySer
   // Where the time goes: SendEmail's answer (the mail sent and the notification stored), then
   // the first stream reached (its event through NATS to notify's streams), then the last.
   const answered = performance.now() - t0;
-  await allPast(counts, BURST_WAIT_MS);
-  const delays = watches
-    .filter((w, i) => w.messages > (counts[i] ?? 0))
-    .map((w) => w.lastAt - t0)
-    .sort((a, b) => a - b);
+  await allPast(held, counts, BURST_WAIT_MS);
   return {
     live,
     answered,
-    delays,
+    delays: delaysSince(held, counts, t0),
     ended: watches.filter((w) => w.ended).length,
     firstEnd: watches.find((w) => w.ended)?.ended,
   };

@@ -7,12 +7,9 @@ import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ChatService, SubscribeResponseSchema } from "@protomesh/contracts/chat/v1/chat_pb";
+import { portFromEnv } from "./env.ts";
 
-const port = Number(process.env.PORT ?? "0");
-if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write(`bare-fanout: PORT must be an integer 0-65535, got "${process.env.PORT}"\n`);
-  process.exit(1);
-}
+const port = portFromEnv("bare-fanout");
 
 const asIs = (b: Buffer) => b;
 const subscribe: grpc.MethodDefinition<Buffer, Buffer> = {

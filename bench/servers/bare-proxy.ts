@@ -9,17 +9,14 @@
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
+import { portFromEnv } from "./env.ts";
 
 const userAddr = process.env.USER_ADDR;
 if (!userAddr) {
   process.stderr.write("bare-proxy: USER_ADDR is required (e.g. 127.0.0.1:50051)\n");
   process.exit(1);
 }
-const port = Number(process.env.PORT ?? "0");
-if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write(`bare-proxy: PORT must be an integer 0-65535, got "${process.env.PORT}"\n`);
-  process.exit(1);
-}
+const port = portFromEnv("bare-proxy");
 const api = process.env.API ?? "stream";
 if (api !== "stream" && api !== "compat") {
   process.stderr.write(`bare-proxy: API must be stream or compat, got "${api}"\n`);

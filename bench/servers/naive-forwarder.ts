@@ -9,17 +9,14 @@ import type { AddressInfo } from "node:net";
 import { type ConnectRouter, createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { UserService } from "@protomesh/contracts/user/v1/user_pb";
+import { portFromEnv } from "./env.ts";
 
 const userUrl = process.env.USER_URL;
 if (!userUrl) {
   process.stderr.write("naive-forwarder: USER_URL is required (e.g. http://127.0.0.1:50051)\n");
   process.exit(1);
 }
-const port = Number(process.env.PORT ?? "0");
-if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write(`naive-forwarder: PORT must be an integer 0-65535, got "${process.env.PORT}"\n`);
-  process.exit(1);
-}
+const port = portFromEnv("naive-forwarder");
 
 // Own session manager so shutdown can close the upstream HTTP/2 session explicitly.
 const sessionManager = new Http2SessionManager(userUrl);

@@ -15,20 +15,21 @@ const token = (sessionId: string, agoMs = 1_000) => ({
   expiresAt: inMs(15 * 60_000 - agoMs),
 });
 
-/** A key set of one Ed25519 key, and an access token of the session signed with it. */
-async function signedAccessToken(sessionId: string) {
+/** One Ed25519 key as a key set, and access tokens signed with it. */
+async function accessTokenSigner() {
   const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
   const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
-  const token = await new SignJWT({ sid: sessionId, roles: ["user"] })
-    .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
-    .setIssuer("protomesh")
-    .setAudience("protomesh")
-    .setSubject(randomUUID())
-    .setJti(randomUUID())
-    .setIssuedAt()
-    .setExpirationTime("15m")
-    .sign(privateKey);
-  return { jwk, token };
+  const sign = (sessionId: string) =>
+    new SignJWT({ sid: sessionId, roles: ["user"] })
+      .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
+      .setIssuer("protomesh")
+      .setAudience("protomesh")
+      .setSubject(randomUUID())
+      .setJti(randomUUID())
+      .setIssuedAt()
+      .setExpirationTime("15m")
+      .sign(privateKey);
+  return { jwk, sign };
 }
 
 test("a revoked session is refused until its tokens expire; others pass", () => {
@@ -66,7 +67,8 @@ test("watchers hear of their session's revocation (open streams end)", () => {
 });
 
 test("a verifier does not judge tokens before the list has caught up: it waits, then refuses to guess", async () => {
-  const { jwk, token } = await signedAccessToken("s1");
+  const { jwk, sign } = await accessTokenSigner();
+  const token = await sign("s1");
   const revoked = createRevocationList();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => ({ keys: [jwk] }),
@@ -92,7 +94,8 @@ test("a verifier does not judge tokens before the list has caught up: it waits, 
 });
 
 test("keys: loadKeys says whether they loaded; a check that failed is not remembered; every caller of a shared check is judged for revocation", async () => {
-  const { jwk, token } = await signedAccessToken("s2");
+  const { jwk, sign } = await accessTokenSigner();
+  const token = await sign("s2");
   let authUp = false;
   const revoked = createRevocationList();
   revoked.markCurrent();
@@ -125,8 +128,9 @@ test("keys: loadKeys says whether they loaded; a check that failed is not rememb
   const many = Array.from({ length: 20 }, () => verifier.verify(token));
   assert.deepEqual(new Set(await codes(many)), new Set(["ok"]));
   assert.equal(await verifier.loadKeys(), true);
-  // Joined checks still ask the revocation list, each caller.
-  const joined = [verifier.verify(token), verifier.verify(token)];
-  revoked.revoke("s2", inMs(60_000));
+  // Calls that join one check of a token not seen before still ask the revocation list, each.
+  const fresh = await sign("s3");
+  const joined = [verifier.verify(fresh), verifier.verify(fresh)];
+  revoked.revoke("s3", inMs(60_000));
   assert.deepEqual(await codes(joined), [Code.Unauthenticated, Code.Unauthenticated]);
 });
