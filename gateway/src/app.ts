@@ -123,14 +123,15 @@ export async function startGateway(
     }
   }
 
-  // Ready when every upstream reports SERVING over grpc.health.v1 and tokens can be checked.
-  void verifier.loadKeys();
-  const ready = cached(async () => {
-    const [keys, health] = await Promise.all([
-      verifier.loadKeys(),
-      Promise.all(upstreams.map((u) => u.health.check(""))),
-    ]);
-    return keys && health.every((s) => s === "SERVING");
+  // Ready when tokens can be checked and every upstream reports SERVING over grpc.health.v1;
+  // otherwise the answer names what is missing.
+  void verifier.loadKeys(stopEvents.signal);
+  const unready = cached(async () => {
+    const health = await Promise.all(upstreams.map((u) => u.health.check("")));
+    return [
+      ...(verifier.hasKeys() ? [] : ["auth's signing keys not loaded"]),
+      ...upstreams.filter((_, i) => health[i] !== "SERVING").map((u) => `${u.name} not serving`),
+    ];
   }, 1_000);
 
   // Unary calls drain until the shutdown timeout, then Connect's shutdown signal cancels what is
@@ -202,7 +203,11 @@ export async function startGateway(
       if (path === "/healthz") return void send(200, "text/plain", "ok");
       if (path === "/readyz") {
         if (draining) return void send(503, "text/plain", "stopping");
-        return void ready().then((ok) => send(ok ? 200 : 503, "text/plain", ok ? "ready" : "not ready"));
+        return void unready().then((missing) =>
+          missing.length === 0
+            ? send(200, "text/plain", "ready")
+            : send(503, "text/plain", `not ready: ${missing.join(", ")}`),
+        );
       }
       if (path === "/metrics") {
         return void metrics.metrics().then((body) => send(200, metrics.contentType, body));

@@ -2,7 +2,6 @@
 // service believes goes through the real checks), real NATS JetStream and real gateways, with
 // auth and user replaced by handlers that echo what the platform told them. Access tokens are
 // signed here with a key the fake auth publishes as its JWKS.
-import { randomUUID } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,8 +11,6 @@ import { UserService } from "@protomesh/contracts/user/v1/user_pb";
 import { freePort, type Nats, startNats } from "@protomesh/devkit";
 import { meshServices, randomSecrets } from "@protomesh/mesh";
 import {
-  ACCESS_TOKEN_ALG,
-  ACCESS_TOKEN_TYPE,
   bindService,
   type CallContext,
   Code,
@@ -26,8 +23,7 @@ import {
   type ServiceHandlers,
   startService,
 } from "@protomesh/platform";
-import { testDatabases } from "@protomesh/testkit";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { accessTokenSigner, testDatabases } from "@protomesh/testkit";
 import { type RunningGateway, readGatewayConfig, startGateway } from "../src/index.ts";
 
 const log = createLogger("fake", process.env.TEST_LOG_LEVEL ?? "silent");
@@ -96,9 +92,7 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
     stops.push(() => databases.release());
     const nats = await startNats();
     stops.push(() => nats.stop());
-    const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, { extractable: true });
-    const kid = randomUUID();
-    const jwk = { ...(await exportJWK(publicKey)), kid, alg: ACCESS_TOKEN_ALG, use: "sig" };
+    const { jwk, sign } = await accessTokenSigner();
     const keys = { keys: [jwk] };
     const [authPort, userPort] = [await freePort(), await freePort()];
     const secret = randomSecrets();
@@ -201,15 +195,7 @@ export async function startFakeMesh(gatewayEnv: Record<string, string> = {}): Pr
       calls,
       extraKeys,
       tokenFor: (userId, expiresInS = 900) =>
-        new SignJWT({ sid: randomUUID(), roles: [] })
-          .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYPE, kid })
-          .setIssuer("protomesh")
-          .setAudience("protomesh")
-          .setSubject(userId)
-          .setJti(randomUUID())
-          .setIssuedAt()
-          .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInS)
-          .sign(privateKey),
+        sign({ sub: userId, roles: [], exp: Math.floor(Date.now() / 1000) + expiresInS }),
       startGateway: startOne,
       stop,
     };

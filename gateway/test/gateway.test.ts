@@ -1,4 +1,10 @@
 import assert from "node:assert/strict";
+import {
+  type AddressInfo,
+  connect as connectNet,
+  createServer as createNetServer,
+  type Socket,
+} from "node:net";
 import { after, before, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "@protomesh/contracts/auth/v1/auth_pb";
@@ -104,28 +110,57 @@ test("healthz, readyz and metrics answer; readyz turns 503 when an upstream is d
   }
 });
 
-test("a gateway loads auth's keys before it reports ready: auth going down afterwards signs nobody out", async (t) => {
+test("a gateway is not ready until it holds auth's keys, keeps fetching them until it does, and then signs nobody out when auth goes away", async (t) => {
   const auth = gatewayClient(AuthService, mesh.url, "connect-json");
   const { userId, tokens } = await signUpAndSignIn(auth, {
     email: uniqueEmail("gw-keys"),
     password: PASSWORD,
     displayName: "Kay",
   });
-  // A new replica, which has checked no token yet: the first storm of calls after a restart
-  // must not all wait on (and fail with) one key fetch.
+  // The new replica fetches auth's keys through a switch that cuts every connection until it is
+  // on; every upstream it routes to is up. After a restart of everything, the first storm of
+  // calls must not all wait on (and fail with) one key fetch.
+  const [authHost, authPort] = mesh.addr("auth").split(":");
+  let keysReachable = false;
+  const routed = new Set<Socket>();
+  const keysRoute = createNetServer((socket) => {
+    if (!keysReachable) return void socket.destroy();
+    routed.add(socket);
+    const upstream = connectNet(Number(authPort), authHost);
+    socket.pipe(upstream).pipe(socket);
+    for (const end of [socket, upstream]) {
+      end.on("error", () => {});
+      end.on("close", () => {
+        socket.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => keysRoute.listen(0, "127.0.0.1", resolve));
+  t.after(() => keysRoute.close());
   const fresh = await startGateway(
-    readGatewayConfig(meshServices, { ...mesh.env.auth, PORT: "0" }),
+    readGatewayConfig(
+      meshServices.filter((s) => s.name !== "auth"),
+      { ...mesh.env.auth, PORT: "0", AUTH_ADDR: `127.0.0.1:${(keysRoute.address() as AddressInfo).port}` },
+    ),
     createLogger("gateway", "silent"),
   );
   t.after(() => fresh.stop());
-  await waitUntil(async () => (await fetch(`${fresh.url}/readyz`)).ok, 10_000, "the new gateway is ready");
-  await mesh.services.auth?.stop();
-  try {
-    const users = gatewayClient(UserService, fresh.url, "grpc", () => tokens?.accessToken);
-    assert.equal((await users.getMe({})).user?.id, userId);
-  } finally {
-    await mesh.start("auth");
-  }
+  const readiness = async () => {
+    const res = await fetch(`${fresh.url}/readyz`);
+    return `${res.status} ${await res.text()}`;
+  };
+  await waitUntil(
+    async () => (await readiness()) === "503 not ready: auth's signing keys not loaded",
+    10_000,
+    "the upstreams are up; only the keys are missing",
+  );
+  keysReachable = true;
+  await waitUntil(async () => (await readiness()) === "200 ready", 10_000, "ready once the keys load");
+  keysReachable = false;
+  for (const socket of routed) socket.destroy();
+  const users = gatewayClient(UserService, fresh.url, "grpc", () => tokens?.accessToken);
+  assert.equal((await users.getMe({})).user?.id, userId);
 });
 
 test("an unknown JSON field is refused with INVALID_ARGUMENT naming it, not silently ignored", async () => {

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from "node:timers/promises";
 import {
   createLocalJWKSet,
   type JSONWebKeySet,
@@ -25,12 +26,15 @@ export interface UserIdentity {
 /** Verifies access tokens; rejects anything not valid with UNAUTHENTICATED. */
 export interface AccessTokenVerifier {
   verify(token: string): Promise<UserIdentity>;
+  /** True once it holds a key set. */
+  hasKeys(): boolean;
   /**
-   * True once it holds a key set, fetching one if it has none. Called at start: otherwise the
-   * first storm of calls (every client reconnecting to a new replica) waits on one fetch, and
-   * all of it fails if that fetch does.
+   * Fetches the key set until it holds one, retrying with backoff (auth may start after this
+   * process), unless `signal` aborts first. Called at start: otherwise the first storm of calls
+   * (every client reconnecting to a new replica) waits on one fetch, and all of it fails if that
+   * fetch does.
    */
-  loadKeys(): Promise<boolean>;
+  loadKeys(signal?: AbortSignal): Promise<void>;
 }
 
 /** Access tokens are JWTs of this type (RFC 9068), which keeps other JWTs from passing as one. */
@@ -49,6 +53,8 @@ const VERIFIED_CACHE_SIZE = 10_000;
 const HS256_CACHE_SIZE = 256;
 const JWKS_MIN_REFRESH_MS = 10_000;
 const REVOCATIONS_WAIT_MS = 5_000;
+const KEYS_RETRY_MS = 250;
+const KEYS_MAX_RETRY_MS = 30_000;
 
 /**
  * Verifies access tokens locally against auth's JWKS. Keys are cached; an unknown `kid`
@@ -117,13 +123,16 @@ export function createAccessTokenVerifier(opts: {
     });
 
   return {
-    loadKeys: () =>
-      keys
-        ? Promise.resolve(true)
-        : refresh().then(
-            () => true,
-            () => false,
-          ),
+    hasKeys: () => keys !== undefined,
+    async loadKeys(signal) {
+      for (
+        let wait = KEYS_RETRY_MS;
+        !keys && !signal?.aborted;
+        wait = Math.min(wait * 2, KEYS_MAX_RETRY_MS)
+      ) {
+        await refresh().catch(() => delay(wait, undefined, { signal }).catch(() => {}));
+      }
+    },
     async verify(token) {
       const hit = verified.get(token);
       if (hit && hit.expiresAt.getTime() > Date.now() && Date.now() - fetchedAt < JWKS_MAX_AGE_MS) {

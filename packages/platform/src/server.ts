@@ -53,7 +53,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
 
 /** How a server learns who is calling. */
 export interface CallerAuth {
-  accessTokens: AccessTokenVerifier;
+  accessTokens: Pick<AccessTokenVerifier, "verify">;
   /** Ends a user's open streams when their session is revoked. */
   revoked?: RevocationList;
   /** Returns the calling service's name from a mesh token, or throws UNAUTHENTICATED. */

@@ -294,18 +294,10 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
         revoked,
       });
     }
-    // The keys before the first storm of calls. Auth may come up after this service: retried
-    // until they load (a call meanwhile fetches them itself).
-    const verifier = accessTokens;
+    // The keys before the first storm of calls (a call meanwhile fetches them itself).
     const stopLoading = new AbortController();
     cleanups.push(() => stopLoading.abort());
-    void (async () => {
-      let delay = 500;
-      while (!stopLoading.signal.aborted && !(await verifier.loadKeys())) {
-        await sleep(delay, stopLoading.signal);
-        delay = Math.min(delay * 2, 30_000);
-      }
-    })().catch(() => {});
+    void accessTokens.loadKeys(stopLoading.signal);
 
     // channelz stays on for servers: with it off, grpc-js 1.14.7 left a test process that had
     // stopped its servers running (calls.test.ts); its cost per call is a few counters.

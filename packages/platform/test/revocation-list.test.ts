@@ -1,10 +1,9 @@
 // The denylist every token verifier keeps: it refuses revoked sessions until their tokens
 // expire, never forgets one that still matters, and refuses to judge before it has caught up.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { accessTokenSigner } from "@protomesh/testkit";
 import { createAccessTokenVerifier, createRevocationList } from "../src/caller.ts";
 
 const inMs = (ms: number) => new Date(Date.now() + ms);
@@ -14,23 +13,6 @@ const token = (sessionId: string, agoMs = 1_000) => ({
   issuedAt: inMs(-agoMs),
   expiresAt: inMs(15 * 60_000 - agoMs),
 });
-
-/** One Ed25519 key as a key set, and access tokens signed with it. */
-async function accessTokenSigner() {
-  const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
-  const sign = (sessionId: string) =>
-    new SignJWT({ sid: sessionId, roles: ["user"] })
-      .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
-      .setIssuer("protomesh")
-      .setAudience("protomesh")
-      .setSubject(randomUUID())
-      .setJti(randomUUID())
-      .setIssuedAt()
-      .setExpirationTime("15m")
-      .sign(privateKey);
-  return { jwk, sign };
-}
 
 test("a revoked session is refused until its tokens expire; others pass", () => {
   const list = createRevocationList();
@@ -68,7 +50,7 @@ test("watchers hear of their session's revocation (open streams end)", () => {
 
 test("a verifier does not judge tokens before the list has caught up: it waits, then refuses to guess", async () => {
   const { jwk, sign } = await accessTokenSigner();
-  const token = await sign("s1");
+  const token = await sign({ sid: "s1" });
   const revoked = createRevocationList();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => ({ keys: [jwk] }),
@@ -93,14 +75,17 @@ test("a verifier does not judge tokens before the list has caught up: it waits, 
   assert.ok(refused instanceof ConnectError && refused.code === Code.Unauthenticated);
 });
 
-test("keys: loadKeys says whether they loaded; a check that failed is not remembered; every caller of a shared check is judged for revocation", async () => {
+test("keys: loadKeys retries until auth answers, or until stopped; a check that failed is not remembered; every caller of a shared check is judged for revocation", async () => {
   const { jwk, sign } = await accessTokenSigner();
-  const token = await sign("s2");
+  const token = await sign({ sid: "s2" });
   let authUp = false;
+  let fetches = 0;
+  let retried = () => {};
   const revoked = createRevocationList();
   revoked.markCurrent();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => {
+      if (++fetches === 3) retried();
       if (!authUp) throw new Error("connection refused");
       return { keys: [jwk] };
     },
@@ -118,18 +103,35 @@ test("keys: loadKeys says whether they loaded; a check that failed is not rememb
       ),
     );
 
-  assert.equal(await verifier.loadKeys(), false, "auth down");
+  // Auth down: a check fails (the one fetch it joined failed), and so does the loader's first try.
   assert.deepEqual(await codes([verifier.verify(token), verifier.verify(token)]), [
     Code.Unavailable,
     Code.Unavailable,
   ]);
+  const loading = verifier.loadKeys();
+  await new Promise<void>((resolve) => {
+    retried = resolve;
+  });
+  assert.equal(verifier.hasKeys(), false);
   authUp = true;
-  // The failed check is gone: the next one fetches the keys and passes, for all who asked.
+  await loading;
+  assert.equal(verifier.hasKeys(), true, "the loader kept trying until auth answered");
+  // The failed check is gone: the next one passes, for all who asked.
   const many = Array.from({ length: 20 }, () => verifier.verify(token));
   assert.deepEqual(new Set(await codes(many)), new Set(["ok"]));
-  assert.equal(await verifier.loadKeys(), true);
+  // A loader stopped before auth ever answers gives up.
+  const stopped = new AbortController();
+  const never = createAccessTokenVerifier({
+    fetchJwks: () => Promise.reject(new Error("connection refused")),
+    issuer: "protomesh",
+    audience: "protomesh",
+  });
+  const giving = never.loadKeys(stopped.signal);
+  stopped.abort();
+  await giving;
+  assert.equal(never.hasKeys(), false);
   // Calls that join one check of a token not seen before still ask the revocation list, each.
-  const fresh = await sign("s3");
+  const fresh = await sign({ sid: "s3" });
   const joined = [verifier.verify(fresh), verifier.verify(fresh)];
   revoked.revoke("s3", inMs(60_000));
   assert.deepEqual(await codes(joined), [Code.Unauthenticated, Code.Unauthenticated]);

@@ -3,7 +3,6 @@
 import type { DescService } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
-  type AccessTokenVerifier,
   bindService,
   Code,
   createLogger,
@@ -13,7 +12,7 @@ import {
 } from "@protomesh/platform";
 import { createMeshVerifier } from "../src/caller.ts";
 import { createGatewayVerifier } from "../src/gateway-credentials.ts";
-import { addServices, createCallTracker, type ServiceBinding } from "../src/server.ts";
+import { addServices, type CallerAuth, createCallTracker, type ServiceBinding } from "../src/server.ts";
 
 export const TEST_MESH_SECRET = "test-mesh-secret-".padEnd(40, "x");
 export const TEST_GATEWAY_SECRET = "test-gateway-secret-".padEnd(40, "x");
@@ -51,10 +50,7 @@ export function fake<S extends DescService>(
 /** Starts a server for the bindings on a free port; stop() ends it at once. */
 export async function serve(
   bindings: ServiceBinding[],
-  accessTokens: AccessTokenVerifier = {
-    verify: async (token) => testUser(token),
-    loadKeys: async () => true,
-  },
+  accessTokens: CallerAuth["accessTokens"] = { verify: async (token) => testUser(token) },
 ) {
   const server = new grpc.Server();
   const stop = { streams: new AbortController(), calls: new AbortController() };

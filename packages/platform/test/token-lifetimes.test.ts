@@ -18,8 +18,8 @@ import {
   MAX_ACCESS_TOKEN_TTL_MS,
   requireVerifiedEmail,
 } from "@protomesh/platform";
-import { assertCode, within } from "@protomesh/testkit";
-import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from "jose";
+import { accessTokenSigner, assertCode, within } from "@protomesh/testkit";
+import { type JWTPayload, SignJWT } from "jose";
 import { fake, serve, TEST_MESH_SECRET, testUser } from "./serve.ts";
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -76,23 +76,13 @@ test("a mesh token that lives longer than the platform issues, or comes from the
 });
 
 test("an access token that lives longer than MAX_ACCESS_TOKEN_TTL_MS, or comes from the future, is refused", async () => {
-  const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
+  const { jwk, sign } = await accessTokenSigner();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => ({ keys: [jwk] }),
     issuer: "protomesh",
     audience: "protomesh",
   });
-  const mint = (iat: number, exp: number, claims: JWTPayload = {}) =>
-    new SignJWT({ sid: randomUUID(), roles: ["user"], ...claims })
-      .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
-      .setIssuer("protomesh")
-      .setAudience("protomesh")
-      .setSubject(randomUUID())
-      .setJti(randomUUID())
-      .setIssuedAt(iat)
-      .setExpirationTime(exp)
-      .sign(privateKey);
+  const mint = (iat: number, exp: number) => sign({ iat, exp });
   const maxS = MAX_ACCESS_TOKEN_TTL_MS / 1000;
   assert.equal(maxS, 3600);
   assert.ok(
@@ -114,27 +104,13 @@ test("an access token that lives longer than MAX_ACCESS_TOKEN_TTL_MS, or comes f
 });
 
 test("emailVerified is true only when the token's email_verified claim is exactly true", async () => {
-  const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-  const jwk = { ...(await exportJWK(publicKey)), kid: "k1", alg: "EdDSA", use: "sig" };
+  const { jwk, sign } = await accessTokenSigner();
   const verifier = createAccessTokenVerifier({
     fetchJwks: async () => ({ keys: [jwk] }),
     issuer: "protomesh",
     audience: "protomesh",
   });
-  const verified = async (claims: JWTPayload) =>
-    (
-      await verifier.verify(
-        await new SignJWT({ sid: randomUUID(), ...claims })
-          .setProtectedHeader({ alg: "EdDSA", kid: "k1", typ: "at+jwt" })
-          .setIssuer("protomesh")
-          .setAudience("protomesh")
-          .setSubject(randomUUID())
-          .setJti(randomUUID())
-          .setIssuedAt()
-          .setExpirationTime("15m")
-          .sign(privateKey),
-      )
-    ).emailVerified;
+  const verified = async (claims: JWTPayload) => (await verifier.verify(await sign(claims))).emailVerified;
   assert.equal(await verified({ email_verified: true }), true);
   assert.equal(await verified({ email_verified: "true" }), false);
   assert.equal(await verified({ email_verified: 1 }), false);
@@ -181,7 +157,6 @@ test("a server stream ends with UNAUTHENTICATED when the access token that opene
     ],
     {
       verify: async (token) => testUser(token, { expiresAt: new Date(Date.now() + 300) }),
-      loadKeys: async () => true,
     },
   );
   t.after(() => streaming.stop());
