@@ -54,8 +54,9 @@ const logDir = join(root, "build/test-logs");
 rmSync(logDir, { recursive: true, force: true });
 const pg = await startPostgres();
 // Two files at a time (node's default here is one): most of a test waits on sockets, timers and
-// bcrypt's threads. A run with two kept 1.6 of 2 cores busy and took 10 minutes; with three, one
-// file's mesh got so little CPU that it ran past its timeout, which is generous for that reason.
+// bcrypt's threads. Runs with two kept 1.6 of 2 cores busy and took 6–10 minutes; with
+// three, one file's mesh got so little CPU that it ran past its timeout, which is generous for
+// that reason.
 const status = await new Promise<number>((resolve) => {
   const child = spawn(
     process.execPath,
