@@ -5,6 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { freePortRange } from "@protomesh/devkit";
 import { meshServices } from "@protomesh/mesh";
 import { waitUntil } from "@protomesh/testkit";
 import { connect } from "nats";
@@ -29,20 +30,6 @@ function canListen(port: number): Promise<boolean> {
   });
 }
 
-/**
- * A PORT_BASE whose ports are all free, below the kernel's ephemeral range (32768 and up), where
- * the port-0 servers of tests running in parallel cannot take them.
- */
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 1_200) * 10;
-    let free = true;
-    for (let port = base; free && port < base + PORTS; port++) free = await canListen(port);
-    if (free) return base;
-  }
-  throw new Error(`no ${PORTS} free ports in a row between 20000 and 32000`);
-}
-
 function groupAlive(pid: number): boolean {
   try {
     process.kill(-pid, 0);
@@ -58,7 +45,8 @@ test("Ctrl-C stops the whole mesh cleanly: services drain while the infrastructu
   const data = await mkdtemp(join(tmpdir(), "protomesh-start-"));
   // As root, PostgreSQL runs as the postgres user, which must reach the cluster in here.
   await chmod(data, 0o755);
-  const base = await freePortBase();
+  // Below the kernel's ephemeral range, claimed against the other test files' servers.
+  const base = await freePortRange(PORTS);
   const env: NodeJS.ProcessEnv = { ...process.env, PROTOMESH_DATA_DIR: data, PORT_BASE: String(base) };
   // A developer's own settings would point the mesh elsewhere.
   for (const name of ["DATABASE_URL", "NATS_URL", "SMTP_URL", "GATEWAY_PORT", "NATS_PORT", "PG_PORT"]) {

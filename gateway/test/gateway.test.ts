@@ -156,7 +156,8 @@ test("a gateway is not ready until it holds auth's keys, keeps fetching them unt
     "the upstreams are up; only the keys are missing",
   );
   keysReachable = true;
-  await waitUntil(async () => (await readiness()) === "200 ready", 10_000, "ready once the keys load");
+  // The loader retries at most 5 s apart, and grpc-js reconnects after a backoff of its own.
+  await waitUntil(async () => (await readiness()) === "200 ready", 30_000, "ready once the keys load");
   keysReachable = false;
   for (const socket of routed) socket.destroy();
   const users = gatewayClient(UserService, fresh.url, "grpc", () => tokens?.accessToken);

@@ -1,5 +1,5 @@
 export { type Nats, type StartNatsOptions, startNats } from "./nats.ts";
-export { freePort } from "./ports.ts";
+export { freePort, freePortRange } from "./ports.ts";
 export { createDatabase, type Postgres, type StartPostgresOptions, startPostgres } from "./postgres.ts";
 export {
   createReflectionClient,

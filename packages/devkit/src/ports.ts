@@ -86,6 +86,22 @@ function tryPort(port: number): Promise<number | undefined> {
   });
 }
 
+/**
+ * `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago, claimed as freePort's
+ * are, for a program that numbers its ports from a base; resolves the first.
+ */
+export async function freePortRange(count: number): Promise<number> {
+  const below = ephemeralStart() || 32_768;
+  for (let i = 0; i < ATTEMPTS * 5; i++) {
+    const base = LOWEST + Math.floor(Math.random() * (below - LOWEST - count));
+    const ports = Array.from({ length: count }, (_, k) => base + k);
+    // Claims taken before a refusal lapse on their own.
+    if (!ports.every(claim)) continue;
+    if ((await Promise.all(ports.map(tryPort))).every((p) => p !== undefined)) return base;
+  }
+  throw new Error(`no ${count} free ports in a row`);
+}
+
 /** A TCP port on 127.0.0.1 that was free a moment ago, for servers that cannot listen on port 0. */
 export async function freePort(): Promise<number> {
   const below = ephemeralStart();

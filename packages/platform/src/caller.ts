@@ -54,7 +54,8 @@ const HS256_CACHE_SIZE = 256;
 const JWKS_MIN_REFRESH_MS = 10_000;
 const REVOCATIONS_WAIT_MS = 5_000;
 const KEYS_RETRY_MS = 250;
-const KEYS_MAX_RETRY_MS = 30_000;
+// Short enough that a replica is ready within seconds of auth coming back.
+const KEYS_MAX_RETRY_MS = 5_000;
 
 /**
  * Verifies access tokens locally against auth's JWKS. Keys are cached; an unknown `kid`

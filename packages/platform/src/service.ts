@@ -297,7 +297,9 @@ export async function startService(spec: ServiceSpec): Promise<RunningService> {
     // The keys before the first storm of calls (a call meanwhile fetches them itself).
     const stopLoading = new AbortController();
     cleanups.push(() => stopLoading.abort());
-    void accessTokens.loadKeys(stopLoading.signal);
+    accessTokens
+      .loadKeys(stopLoading.signal)
+      .catch((err: unknown) => log.warn({ err }, "cannot load auth's signing keys"));
 
     // channelz stays on for servers: with it off, grpc-js 1.14.7 left a test process that had
     // stopped its servers running (calls.test.ts); its cost per call is a few counters.

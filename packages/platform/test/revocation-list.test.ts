@@ -75,7 +75,9 @@ test("a verifier does not judge tokens before the list has caught up: it waits, 
   assert.ok(refused instanceof ConnectError && refused.code === Code.Unauthenticated);
 });
 
-test("keys: loadKeys retries until auth answers, or until stopped; a check that failed is not remembered; every caller of a shared check is judged for revocation", async () => {
+test("keys: loadKeys retries until auth answers, or until stopped; a check that failed is not remembered; every caller of a shared check is judged for revocation", async (t) => {
+  const stopLoading = new AbortController();
+  t.after(() => stopLoading.abort());
   const { jwk, sign } = await accessTokenSigner();
   const token = await sign({ sid: "s2" });
   let authUp = false;
@@ -108,7 +110,7 @@ test("keys: loadKeys retries until auth answers, or until stopped; a check that 
     Code.Unavailable,
     Code.Unavailable,
   ]);
-  const loading = verifier.loadKeys();
+  const loading = verifier.loadKeys(stopLoading.signal);
   await new Promise<void>((resolve) => {
     retried = resolve;
   });
@@ -119,14 +121,22 @@ test("keys: loadKeys retries until auth answers, or until stopped; a check that 
   // The failed check is gone: the next one passes, for all who asked.
   const many = Array.from({ length: 20 }, () => verifier.verify(token));
   assert.deepEqual(new Set(await codes(many)), new Set(["ok"]));
-  // A loader stopped before auth ever answers gives up.
-  const stopped = new AbortController();
+  // A loader stopped while it waits to retry, before auth ever answers, gives up.
+  let failedOnce = () => {};
+  const firstFailure = new Promise<void>((resolve) => {
+    failedOnce = resolve;
+  });
   const never = createAccessTokenVerifier({
-    fetchJwks: () => Promise.reject(new Error("connection refused")),
+    fetchJwks: async () => {
+      failedOnce();
+      throw new Error("connection refused");
+    },
     issuer: "protomesh",
     audience: "protomesh",
   });
+  const stopped = new AbortController();
   const giving = never.loadKeys(stopped.signal);
+  await firstFailure;
   stopped.abort();
   await giving;
   assert.equal(never.hasKeys(), false);

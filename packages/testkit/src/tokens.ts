@@ -1,4 +1,5 @@
-// Access tokens signed as auth signs them, for tests of whatever checks them without auth.
+// Access tokens with the header and claims auth's have (but no email), for tests of whatever
+// checks them without auth.
 import { randomUUID } from "node:crypto";
 import { ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYPE } from "@protomesh/platform";
 import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from "jose";
