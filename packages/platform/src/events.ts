@@ -294,7 +294,7 @@ const metaOf = (m: JsMsg): EventMeta => ({
  * Keeps a listener bound to the stream that holds its subject: waits for the owner to create
  * the stream, binds, consumes until stopped, and binds again after anything goes wrong.
  */
-function runListener(
+export function runListener(
   name: string,
   subject: string,
   deps: Deps,
@@ -313,7 +313,13 @@ function runListener(
         const stream = await deps.jsm.streams.find(subject);
         const iter = await bind(stream);
         messages = iter;
-        if (stopping.signal.aborted) await iter.close();
+        if (stopping.signal.aborted) {
+          // Stopped while binding. nats.js settles a pull consumer's close only as its messages
+          // are read, so waiting for it here hung the stop: its subscription ends at once, and
+          // whatever it had pulled is redelivered.
+          void iter.close();
+          break;
+        }
         bound = true;
         warned = false;
         delay = 200;
