@@ -312,14 +312,13 @@ export function runListener(
       try {
         const stream = await deps.jsm.streams.find(subject);
         const iter = await bind(stream);
-        messages = iter;
         if (stopping.signal.aborted) {
-          // Stopped while binding. nats.js settles a pull consumer's close only as its messages
-          // are read, so waiting for it here hung the stop: its subscription ends at once, and
-          // whatever it had pulled is redelivered.
-          void iter.close();
+          // Stopped while binding: its subscription ends at once, and whatever it had pulled is
+          // redelivered.
+          iter.close().catch(() => {});
           break;
         }
+        messages = iter;
         bound = true;
         warned = false;
         delay = 200;
@@ -332,8 +331,11 @@ export function runListener(
         // Usually the producer has not declared its stream yet: normal while a mesh starts.
         if (!warned) log.warn({ err: (err as Error).message, subject }, "not bound; retrying");
         warned = true;
+      } finally {
+        // A stop closes only messages being read: nats.js settles their close() as they are.
+        messages = undefined;
+        bound = false;
       }
-      bound = false;
       if (stopping.signal.aborted) break;
       await sleep(delay, stopping.signal);
       delay = Math.min(delay * 2, 5_000);
