@@ -86,32 +86,32 @@ function tryPort(port: number): Promise<number | undefined> {
   });
 }
 
-/**
- * `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago, claimed as freePort's
- * are, for a program that numbers its ports from a base; resolves the first.
- */
-export async function freePortRange(count: number): Promise<number> {
-  const below = ephemeralStart() || 32_768;
-  for (let i = 0; i < ATTEMPTS * 5; i++) {
-    const base = LOWEST + Math.floor(Math.random() * (below - LOWEST - count));
+/** `count` consecutive ports below `below`, claimed and free a moment ago; the first of them. */
+async function claimRange(count: number, below: number, attempts: number): Promise<number | undefined> {
+  for (let i = 0; i < attempts; i++) {
+    const base = LOWEST + Math.floor(Math.random() * (below - LOWEST - count + 1));
     const ports = Array.from({ length: count }, (_, k) => base + k);
     // Claims taken before a refusal lapse on their own.
     if (!ports.every(claim)) continue;
     if ((await Promise.all(ports.map(tryPort))).every((p) => p !== undefined)) return base;
   }
-  throw new Error(`no ${count} free ports in a row`);
+  return undefined;
+}
+
+/**
+ * `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago, claimed as freePort's
+ * are, for a program that numbers its ports from a base; resolves the first.
+ */
+export async function freePortRange(count: number): Promise<number> {
+  const base = await claimRange(count, ephemeralStart() || 32_768, ATTEMPTS * 5);
+  if (base === undefined) throw new Error(`no ${count} free ports in a row`);
+  return base;
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago, for servers that cannot listen on port 0. */
 export async function freePort(): Promise<number> {
   const below = ephemeralStart();
-  for (let i = 0; below > 0 && i < ATTEMPTS; i++) {
-    const candidate = LOWEST + Math.floor(Math.random() * (below - LOWEST));
-    if (!claim(candidate)) continue;
-    const port = await tryPort(candidate);
-    if (port !== undefined) return port;
-  }
-  const port = await tryPort(0);
+  const port = (below > 0 ? await claimRange(1, below, ATTEMPTS) : undefined) ?? (await tryPort(0));
   if (port === undefined) throw new Error("no free port");
   return port;
 }

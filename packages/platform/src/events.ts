@@ -303,8 +303,8 @@ export function runListener(
 ): RunningListener {
   const log = deps.log.child({ listener: name });
   const stopping = new AbortController();
+  // The messages being read; set exactly while bound.
   let messages: { close(): Promise<unknown> } | undefined;
-  let bound = false;
   let warned = false;
   const loop = (async () => {
     let delay = 200;
@@ -319,7 +319,6 @@ export function runListener(
           break;
         }
         messages = iter;
-        bound = true;
         warned = false;
         delay = 200;
         log.debug({ stream, subject }, "bound");
@@ -334,7 +333,6 @@ export function runListener(
       } finally {
         // A stop closes only messages being read: nats.js settles their close() as they are.
         messages = undefined;
-        bound = false;
       }
       if (stopping.signal.aborted) break;
       await sleep(delay, stopping.signal);
@@ -343,7 +341,7 @@ export function runListener(
   })();
   return {
     name,
-    bound: () => bound,
+    bound: () => messages !== undefined,
     async stop() {
       stopping.abort();
       await messages?.close().catch(() => {});
